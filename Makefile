@@ -1,0 +1,40 @@
+# Quick start: `make repro` (run the whole pipeline on the built-in demo) and `make test`.
+# Every target installs what it needs first; re-running is cheap (pip runs only when requirements change).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install repro test test-slow test-realdata test-all bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (log: $(VENV)/install.log)"
+	@( $(BIN)/python -m pip install -q -r requirements.txt \
+	  && $(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt \
+	  && $(BIN)/python -m pip install -q --no-deps -e . ) > $(VENV)/install.log 2>&1 \
+	  || { grep -v '^WARNING: Location' $(VENV)/install.log | tail -40; exit 1; }
+	@touch $@
+
+repro: install
+	dvc repro
+
+test: install
+	python -m pytest -q
+
+test-slow: install
+	python -m pytest -q -m slow
+
+test-realdata: install
+	python -m pytest -q -m realdata
+
+test-all: install
+	python -m pytest -q -m ""
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,62 @@
+"""Shared containers and guards for dataset adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class ImageSet:
+    """A labelled image set for probes and transfer.
+
+    images: uint8 [N, H, W]; labels: int64 [N] (single-label class index) or float32 [N, C]
+    (multi-label, NaN = unlabelled); patient_ids: [N] str; splits: [N] str in SPLITS.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    patient_ids: np.ndarray
+    splits: np.ndarray
+    class_names: tuple[str, ...]
+    multilabel: bool = False
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        for attr in ("labels", "patient_ids", "splits"):
+            if len(getattr(self, attr)) != n:
+                raise ValueError(f"{self.name}: {attr} has {len(getattr(self, attr))} rows, images has {n}")
+        bad = set(np.unique(self.splits)) - set(SPLITS)
+        if bad:
+            raise ValueError(f"{self.name}: unknown split(s) {sorted(bad)}; expected {SPLITS}")
+        check_patient_splits(self.patient_ids, self.splits, self.name)
+
+    def subset(self, split: str) -> "ImageSet":
+        """The rows of one split (the split check still holds)."""
+        m = self.splits == split
+        return ImageSet(self.name, self.images[m], self.labels[m], self.patient_ids[m], self.splits[m],
+                        self.class_names, self.multilabel)
+
+
+def check_patient_splits(patient_ids: np.ndarray, splits: np.ndarray, what: str) -> None:
+    """Refuse leakage: raise ValueError if any patient occurs in more than one split."""
+    pairs = {(str(p), str(s)) for p, s in zip(patient_ids, splits)}
+    seen: dict[str, str] = {}
+    for p, s in sorted(pairs):
+        if p in seen and seen[p] != s:
+            raise ValueError(f"{what}: patient {p!r} occurs in splits {seen[p]!r} and {s!r} (leakage)")
+        seen[p] = s
+
+
+def safe_join(root: str | Path, relative: str | Path) -> Path:
+    """``root / relative``, refusing paths that escape ``root`` (absolute paths, ``..``, symlinks out)."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if path != root and root not in path.parents:
+        raise ValueError(f"image path {str(relative)!r} escapes the dataset root {str(root)!r}")
+    return path
