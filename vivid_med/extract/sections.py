@@ -1,0 +1,31 @@
+"""Report sections: FINDINGS and IMPRESSION (text without any header is one findings section)."""
+
+from __future__ import annotations
+
+import re
+
+#: Headers the extractor recognises; only the USABLE ones are read.
+_HEADER = re.compile(
+    r"(?im)(?:^|(?<=[.\n]))[ \t]*(findings|impression|conclusions?|comparison|indications?|history|clinical history"
+    r"|technique|examination|exam|reason for (?:exam|study)|recommendations?|notification|comments?|procedure)[ \t]*:"
+)
+USABLE = {"findings": "findings", "impression": "impression", "conclusion": "impression", "conclusions": "impression"}
+
+
+def find_sections(text: str) -> tuple[list[tuple[str, int, int]], bool]:
+    """Return ``([(name, start, end), ...], has_headers)``: the usable non-empty sections' character spans.
+
+    No header at all -> the whole (non-blank) text is one ``findings`` section. With headers, only FINDINGS and
+    IMPRESSION (or CONCLUSION) bodies are usable; empty bodies are dropped, so headers whose usable sections are
+    all empty give ``[]`` (the caller reports ``no_usable_section``).
+    """
+    heads = list(_HEADER.finditer(text))
+    if not heads:
+        return ([("findings", 0, len(text))] if text.strip() else []), False
+    out = []
+    for h, nxt in zip(heads, heads[1:] + [None]):
+        name = USABLE.get(h.group(1).lower())
+        end = nxt.start() if nxt is not None else len(text)
+        if name and text[h.end():end].strip():
+            out.append((name, h.end(), end))
+    return out, True
