@@ -1,0 +1,224 @@
+"""Adapter rows -> UMS records (one per image) + rejects, by label table or by report text.
+
+Label-table route (the paper's): states come from the table's codes (1 present, 0 absent, -1 uncertain,
+blank null). A record is a pure function of (codes, view, label file), so it is assembled once per distinct
+key from pieces Pydantic made and broadcast (equal to validating every row, tested): 223k rows in seconds.
+Report route (``vivid_med.reports``): the extractor reads each distinct report once; states carry evidence
+spans checked against the report. Every input row ends up accepted or in the rejects with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from vivid_med import ums
+from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
+from vivid_med.reports import TextExtractor, report_records
+from vivid_med.sources.base import safe_join
+from vivid_med.sources.chexpert import read_chexpert
+from vivid_med.sources.cxr import STATE_NAMES, STATE_OF_CODE, SourceRows, reject_where
+from vivid_med.sources.mimic import read_mimic
+from vivid_med.sources.nih import read_nih
+from vivid_med.sources.openi import read_openi
+from vivid_med.tables import RECORDS_SCHEMA, REJECTS_SCHEMA, Reason
+
+#: Source kinds: reader and default label route.
+ADAPTERS = {"chexpert": (read_chexpert, "table"), "mimic": (read_mimic, "reports"), "nih": (read_nih, "table"),
+            "openi": (read_openi, "reports")}
+
+_VIEW_CODES = {None: 0, "PA": 1, "AP": 2, "LAT": 3}
+
+
+def load_source(kind: str, root: str | Path, labels: str | None = None, **options) -> tuple[SourceRows, str]:
+    """(rows, label route) of one dataset; ``options`` go to the adapter (e.g. ``reports_root``, ``seed``)."""
+    if kind not in ADAPTERS:
+        raise ValueError(f"unknown source kind {kind!r}; known: {sorted(ADAPTERS)}")
+    reader, default = ADAPTERS[kind]
+    labels = labels or default
+    if kind == "mimic":
+        options["labels"] = labels
+    return reader(root, **options), labels
+
+
+def _lstat_kind(path: str) -> str:
+    """'dir', 'file' (regular), 'missing', or 'other' (a symlink or anything else)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def _plain_kind(root: str, rel: str, dirs: dict[str, str]) -> str:
+    """What ``root/rel`` is when reached through real directories only (``dirs`` caches each directory);
+    'other' where a symlink or a non-directory is on the way (the caller then resolves the path)."""
+    parent = posixpath.dirname(rel)
+    if parent and parent not in dirs:
+        up = _plain_kind(root, parent, dirs)
+        dirs[parent] = up if up in ("missing", "other") else ("dir" if up == "dir" else "other")
+    state = dirs.get(parent, "dir")
+    return _lstat_kind(os.path.join(root, rel)) if state == "dir" else state
+
+
+def check_paths(df: pd.DataFrame, root: Path) -> None:
+    """Reject rows whose image path escapes ``root`` or names no file (each distinct path checked once).
+
+    A relative path in normal form (no ``..``) whose directories are real (no symlinks) stays inside the
+    root, so one ``lstat`` per file and per directory decides it; any other path goes through ``safe_join``.
+    """
+    todo = df["reason"].isna().to_numpy()
+    bad: dict[str, tuple[Reason, str]] = {}
+    dirs: dict[str, str] = {}
+    for rel in tqdm(pd.unique(df.loc[todo, "image_path"]), desc="image paths", leave=False, mininterval=5,
+                    disable=None):
+        norm = posixpath.normpath(rel)
+        plain = norm == rel and not rel.startswith(("/", "../")) and rel not in (".", "..")
+        kind = _plain_kind(str(root), rel, dirs) if plain else "other"
+        if kind == "file":
+            continue
+        if kind == "missing":
+            bad[rel] = (Reason.MISSING_IMAGE, f"no file {rel}")
+            continue
+        try:
+            if norm.startswith("/") or norm == ".." or norm.startswith("../"):
+                raise ValueError(f"image path {rel!r} escapes the dataset root")
+            path = safe_join(root, rel)
+        except ValueError as e:
+            bad[rel] = (Reason.PATH_OUTSIDE_ROOT, str(e))
+            continue
+        if not path.is_file():
+            bad[rel] = (Reason.MISSING_IMAGE, f"no file {rel}")
+    for reason in (Reason.PATH_OUTSIDE_ROOT, Reason.MISSING_IMAGE):
+        paths = {p: d for p, (r, d) in bad.items() if r is reason}
+        mask = df["image_path"].isin(paths.keys()).to_numpy()
+        reject_where(df, mask, reason, df["image_path"].map(paths))
+
+
+def check_duplicates(df: pd.DataFrame, label_key: pd.Series) -> None:
+    """Reject a second copy of an image, and every image of a study whose copies disagree on the labels."""
+    for col in ("image_id", "image_path"):
+        live = df["reason"].isna()
+        first_row = df[live].groupby(col, sort=False)["row"].transform("first")
+        dup = (df[live].duplicated(col)).reindex(df.index, fill_value=False).to_numpy()
+        detail = df["source_file"] + f": same {col} as row " + first_row.reindex(df.index).astype("Int64").astype(str)
+        reject_where(df, dup, Reason.DUPLICATE_IMAGE, detail)
+    live = df["reason"].isna()
+    n_labels = label_key[live].groupby(df.loc[live, "study_id"]).nunique()
+    conflict = df["study_id"].map(n_labels).fillna(0).to_numpy() > 1
+    reject_where(df, conflict & live.to_numpy(), Reason.CONFLICTING_LABELS,
+                 "images of this study have different labels / reports")
+
+
+def _distinct(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of a 2-D int8 array (sorted) and, per input row, the index of its distinct row."""
+    key = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return rows[first], inverse.ravel()
+
+
+def _record_shell(view: str | None, label_file: str) -> tuple[str, str]:
+    """The JSON of a label-table record before and after its findings object (made and dumped by Pydantic)."""
+    rec = ums.cxr_record({}, view, ums.provenance("label_table", label_file=label_file))
+    text, marker = rec.model_dump_json(), '"findings":' + rec.findings.model_dump_json()
+    assert text.count(marker) == 1
+    head, tail = text.split(marker)
+    return head + '"findings":', tail
+
+
+def table_records(codes: np.ndarray, views: pd.Series, label_files: pd.Series, fields: tuple[str, ...],
+                  recheck: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """``ums_json`` and ``target_hash`` [N] for label-table rows (codes int8 [N, 14]).
+
+    A label-table record is a pure function of (codes, view, label file), so it is assembled once per distinct
+    key from pieces Pydantic made: each state's Finding JSON and the record around the findings (its
+    validators pass for every key: CXR, chest, no evidence). This equals validating each row (tested), and
+    ``recheck`` distinct records are re-validated from their JSON as a guard.
+    """
+    view_code = views.map(_VIEW_CODES).to_numpy(dtype=np.int8)
+    file_names, file_code = np.unique(label_files.astype(str).to_numpy(), return_inverse=True)
+    finding_json = [ums.Finding.of(s).model_dump_json() for s in STATE_OF_CODE]
+    ucodes, code_of_row = _distinct(codes)
+    findings = ["{" + ",".join(f'"{f}":{finding_json[c]}' for f, c in zip(FIELDS, row)) + "}" for row in ucodes]
+    view_of = {v: k for k, v in _VIEW_CODES.items()}
+    shells = {(v, f): _record_shell(view_of[v], file_names[f]) for v in set(view_code.tolist())
+              for f in set(file_code.ravel().tolist())}
+    key = np.stack([code_of_row, view_code, file_code.ravel()], axis=1)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    out_json = np.empty(len(first), dtype=object)
+    for i, (c, v, f) in enumerate(key[first]):
+        head, tail = shells[(v, f)]
+        out_json[i] = head + findings[c] + tail
+    for text in out_json[:recheck]:
+        if ums.UMSRecord.model_validate_json(text).model_dump_json() != text:
+            raise AssertionError("label-table fast path disagrees with the UMS model")
+    cols = [FIELDS.index(f) for f in fields]
+    tkey = np.concatenate([codes[:, cols], view_code[:, None]], axis=1)
+    tuniq, t_of_row = _distinct(tkey)
+    hashes = np.array([ums.target_hash(ums.target_text_of("CXR", view_of[int(r[-1])],
+                                                          {f: STATE_OF_CODE[c] for f, c in zip(fields, r[:-1])},
+                                                          fields)) for r in tuniq], dtype=object)
+    return out_json[inverse.ravel()], hashes[t_of_row]
+
+
+def build_records(src: SourceRows, dataset: str, labels: str = "table", fields: tuple[str, ...] = PRETRAIN_FIELDS,
+                  check_images: bool = True, extractor: TextExtractor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records, rejects) of one source; ``labels`` is ``'table'`` or ``'reports'``.
+
+    records has ``RECORDS_SCHEMA``'s columns in input order; rejects ``REJECTS_SCHEMA``'s.
+    Asserts accepted + rejected = input rows.
+    """
+    df = src.frame.reset_index(drop=True).copy()
+    n_input = len(df)
+    for col in ("study_id", "patient_id", "image_id"):
+        empty = df[col].map(lambda v: not isinstance(v, str) or not v.strip()).to_numpy()
+        reject_where(df, empty, Reason.MISSING_ID, f"empty {col}")
+    if check_images:
+        check_paths(df, src.root)
+    if labels == "table":
+        if src.labels is None:
+            raise ValueError(f"{dataset}: source {src.kind!r} has no label table; use labels: reports")
+        codes = src.labels
+        label_key = pd.Series([c.tobytes() for c in codes], index=df.index)
+    elif labels == "reports":
+        label_key = df["report"]
+    else:
+        raise ValueError(f"{dataset}: labels must be 'table' or 'reports', got {labels!r}")
+    check_duplicates(df, label_key)
+    if labels == "table":
+        live = df["reason"].isna().to_numpy()
+        files = df["source_file"] if src.label_file is None else pd.Series(src.label_file, index=df.index)
+        out_json = np.full(n_input, None, dtype=object)
+        out_hash = np.full(n_input, None, dtype=object)
+        out_json[live], out_hash[live] = table_records(codes[live], df.loc[live, "view"], files[live], fields)
+        df.loc[df["report_issue"].notna(), "report"] = None
+    else:
+        codes, out_json, out_hash = report_records(df, fields, extractor)
+    live = df["reason"].isna().to_numpy()
+    rec = df.loc[live, ["study_id", "patient_id", "image_id", "image_path", "view", "split", "report"]].copy()
+    rec.insert(0, "dataset", dataset)
+    rec["ums_json"], rec["target_hash"] = out_json[live], out_hash[live]
+    for j, f in enumerate(FIELDS):
+        rec[f] = STATE_NAMES[codes[live, j]]
+    rejects = df.loc[~live, REJECTS_SCHEMA.names].reset_index(drop=True)
+    assert len(rec) + len(rejects) == n_input, f"{dataset}: {len(rec)} + {len(rejects)} != {n_input} input rows"
+    return rec[RECORDS_SCHEMA.names].reset_index(drop=True), rejects
+
+
+def summary(records: pd.DataFrame, rejects: pd.DataFrame) -> dict:
+    """Counts for the metrics file: input / accepted / rejected, by reason and split, null fraction."""
+    slots = records[list(FIELDS)]
+    return {
+        "input": len(records) + len(rejects), "accepted": len(records), "rejected": len(rejects),
+        "rejects_by_reason": {k: int(v) for k, v in rejects["reason"].value_counts().sort_index().items()},
+        "images_by_split": {k: int(v) for k, v in records["split"].value_counts().sort_index().items()},
+        "studies": int(records["study_id"].nunique()), "patients": int(records["patient_id"].nunique()),
+        "distinct_targets": int(records["target_hash"].nunique()),
+        "null_fraction": round(float(slots.isna().to_numpy().mean()), 4) if len(records) else None,
+    }

@@ -1,0 +1,60 @@
+"""CheXpert / CheXpert-v1.0-small: ``train.csv`` (train), ``valid.csv`` (val), the official test labels (test).
+
+Columns (Irvin et al. 2019): ``Path, Sex, Age, Frontal/Lateral, AP/PA`` and the 14 observations by display
+name, cells 1.0 / 0.0 / -1.0 / blank. ``Path`` looks like
+``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg``; the leading dataset folder is dropped,
+so ``image_path`` is relative to the folder that holds ``train.csv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vivid_med.fields import DISPLAY_NAMES
+from vivid_med.sources.cxr import SourceRows, frame, label_codes, normalise_view, read_csv, reject_where
+from vivid_med.tables import Reason
+
+#: Label files and their split; the official test labels are ``test_labels.csv`` (or ``test.csv``).
+CHEXPERT_FILES: tuple[tuple[str, str], ...] = (
+    ("train.csv", "train"), ("valid.csv", "val"), ("test_labels.csv", "test"), ("test.csv", "test"),
+)
+
+
+def _one_file(root: Path, name: str, split: str) -> tuple[pd.DataFrame, np.ndarray]:
+    table = read_csv(root / name)
+    if "Path" not in table.columns:
+        raise ValueError(f"{root / name}: no 'Path' column")
+    codes, bad = label_codes(table, DISPLAY_NAMES, str(root / name))
+    rel = table["Path"].str.strip().str.replace(r"^CheXpert-v1\.0[^/]*/", "", regex=True)
+    # train/patient00001/study1/view1_frontal.jpg -> patient patient00001, study patient00001/study1
+    parts = rel.str.extract(r"(?:^|/)(?P<patient>[^/]+)/(?P<study>[^/]+)/[^/]+$").fillna("")
+    patient = parts["patient"]
+    study = (patient + "/" + parts["study"]).where(patient != "", "")
+    frontal = table.get("Frontal/Lateral", pd.Series("", index=table.index)).str.strip()
+    appa = table.get("AP/PA", pd.Series("", index=table.index))
+    view = normalise_view(appa.where(frontal != "Lateral", "LATERAL"))
+    df = frame(source_file=[name] * len(table), row=np.arange(1, len(table) + 1), study_id=study,
+               patient_id=patient, image_id=rel.str.replace(r"\.[A-Za-z]+$", "", regex=True), image_path=rel,
+               view=view, split=[split] * len(table))
+    reject_where(df, np.array([b is not None for b in bad]), Reason.UNKNOWN_LABEL, bad)
+    return df, codes
+
+
+def read_chexpert(root: str | Path) -> SourceRows:
+    """All label files present under ``root`` (``train.csv`` required), in the order of ``CHEXPERT_FILES``."""
+    root = Path(root)
+    if not (root / "train.csv").is_file():
+        raise FileNotFoundError(f"{root}: no train.csv (expected the CheXpert-v1.0(-small) folder)")
+    seen_test = False
+    frames, codes = [], []
+    for name, split in CHEXPERT_FILES:
+        if not (root / name).is_file() or (split == "test" and seen_test):
+            continue
+        seen_test |= split == "test"
+        df, c = _one_file(root, name, split)
+        frames.append(df)
+        codes.append(c)
+    return SourceRows("chexpert", root, pd.concat(frames, ignore_index=True), np.concatenate(codes))

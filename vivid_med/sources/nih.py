@@ -1,0 +1,102 @@
+"""NIH ChestX-ray14 (Wang et al. 2017), files as the NIH Clinical Center ships them.
+
+- ``Data_Entry_2017_v2020.csv`` or ``Data_Entry_2017.csv`` (optionally .gz): ``Image Index, Finding Labels,
+  Follow-up #, Patient ID, Patient Age, Patient Gender, View Position, ...``; ``Finding Labels`` is
+  pipe-separated (``Cardiomegaly|Effusion``) or ``No Finding``.
+- ``train_val_list.txt``, ``test_list.txt``: one image name per line (official split). ``test_list`` -> test;
+  train_val is split into train / val by patient (seeded).
+- images ``images/<Image Index>`` or ``images_001/images/<Image Index>`` (as extracted from the tarballs).
+
+Each image is its own study (NIH has no study ids). States: the NIH findings that map to a UMS field are
+present when listed and absent otherwise; fields NIH does not label are null.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vivid_med.fields import FIELDS
+from vivid_med.sources.cxr import SourceRows, find_file, frame, normalise_view, read_csv, reject_where, split_patients
+from vivid_med.tables import Reason
+
+#: NIH finding -> UMS field (the 8 labels both share; method.md section 5). ``No Finding`` is its own label.
+NIH_TO_FIELD: dict[str, str] = {
+    "No Finding": "no_finding", "Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly",
+    "Consolidation": "consolidation", "Edema": "edema", "Effusion": "pleural_effusion",
+    "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax",
+}
+#: NIH findings with no UMS field of the same meaning (they leave every field's state unchanged).
+NIH_UNMAPPED: tuple[str, ...] = ("Infiltration", "Mass", "Nodule", "Emphysema", "Fibrosis", "Pleural_Thickening",
+                                 "Hernia")
+DATA_ENTRY = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+
+
+def nih_codes(labels: pd.Series) -> tuple[np.ndarray, list[str | None]]:
+    """State codes [N, 14] from ``Finding Labels`` and, per row, None or a detail naming a bad label."""
+    mapped_cols = [FIELDS.index(f) for f in NIH_TO_FIELD.values()]
+    codes = np.zeros((len(labels), len(FIELDS)), dtype=np.int8)
+    codes[:, mapped_cols] = 2  # absent unless listed
+    col_of = {name: FIELDS.index(f) for name, f in NIH_TO_FIELD.items()}
+    known = set(NIH_TO_FIELD) | set(NIH_UNMAPPED)
+    bad: list[str | None] = [None] * len(labels)
+    for i, cell in enumerate(labels):
+        names = [n.strip() for n in cell.split("|")]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            bad[i] = f"Finding Labels has unknown label(s) {unknown}"
+        elif "No Finding" in names and len(names) > 1:
+            bad[i] = "Finding Labels combines 'No Finding' with findings"
+        for n in names:
+            if n in col_of:
+                codes[i, col_of[n]] = 1
+    return codes, bad
+
+
+def _image_index(root: Path) -> dict[str, str]:
+    """PNG file name -> path relative to ``root``, over ``images/`` and ``images_*/images/``."""
+    index: dict[str, str] = {}
+    for top in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("images")):
+        for dirpath, _, names in os.walk(top):
+            rel = Path(dirpath).relative_to(root).as_posix()
+            for n in names:
+                index.setdefault(n, f"{rel}/{n}")
+    return index
+
+
+def _read_list(path: Path) -> set[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (NIH's official split list)")
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def read_nih(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> SourceRows:
+    """One row per ``Data_Entry`` row; codes from ``Finding Labels``; official test list, val by patient."""
+    root = Path(root)
+    entry_path = find_file(root, DATA_ENTRY)
+    table = read_csv(entry_path)
+    need = [c for c in ("Image Index", "Finding Labels", "Patient ID", "View Position") if c not in table.columns]
+    if need:
+        raise ValueError(f"{entry_path}: missing column(s) {need}")
+    test, train_val = _read_list(root / "test_list.txt"), _read_list(root / "train_val_list.txt")
+    name = table["Image Index"].str.strip()
+    patient = table["Patient ID"].str.strip()
+    in_tv = name.isin(train_val).to_numpy()
+    split = pd.Series(None, index=table.index, dtype=object)
+    split[name.isin(test)] = "test"
+    split[in_tv] = split_patients(patient[in_tv], {"val": val_fraction, "train": 1.0}, seed)
+    index = _image_index(root)
+    codes, bad = nih_codes(table["Finding Labels"])
+    df = frame(source_file=[entry_path.name] * len(table), row=np.arange(1, len(table) + 1),
+               study_id=name.str.replace(r"\.png$", "", regex=True), patient_id=patient,
+               image_id=name.str.replace(r"\.png$", "", regex=True),
+               image_path=name.map(lambda n: index.get(n, f"images/{n}")),
+               view=normalise_view(table["View Position"]), split=split)
+    reject_where(df, np.array([b is not None for b in bad]), Reason.UNKNOWN_LABEL, bad)
+    both = name.isin(test).to_numpy() & in_tv
+    reject_where(df, both, Reason.UNKNOWN_SPLIT, "image is on both test_list.txt and train_val_list.txt")
+    reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, "image is on no official split list")
+    return SourceRows("nih", root, df, codes)
