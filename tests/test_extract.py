@@ -56,6 +56,68 @@ def test_sentence_spans_keep_decimals_and_deid():
     assert [t[a:b] for a, b in spans] == ["A 1.5 cm nodule XXXX.", "Heart size normal.", "No effusion"]
 
 
+def test_single_line_breaks_are_whitespace_but_blank_lines_lists_and_headers_end_sentences():
+    t = " No pleural effusion or\n pneumothorax.  Heart size\n is normal\n\n Small effusion\n1. Edema\n2. Mass\nNOTE: x"
+    assert [t[a:b] for a, b in split_sentences(t)] == [
+        "No pleural effusion or\n pneumothorax.", "Heart size\n is normal", "Small effusion", "1.", "Edema", "2.",
+        "Mass", "NOTE: x"]
+
+
+@pytest.mark.parametrize("text,field,state", [
+    (" FINDINGS:\n \n Heart size is normal.  Pleural effusion is not\n seen.\n", "pleural_effusion", "absent"),
+    (" IMPRESSION:\n \n No pulmonary edema or\n pneumothorax.\n", "pneumothorax", "absent"),
+    (" IMPRESSION:\n \n Subtle opacity in the right lower lobe cannot be\n excluded.\n", "lung_opacity", "uncertain"),
+    (" FINDINGS:\n \n Findings may\n represent early pneumonia.\n", "pneumonia", "uncertain"),
+    # a line without a full stop does not carry its negation past a blank line or a list item
+    (" IMPRESSION:\n No effusion\n\n Right pneumothorax\n", "pneumothorax", "present"),
+    (" IMPRESSION:\n 1. No effusion\n 2. Right pneumothorax\n", "pneumothorax", "present"),
+])
+def test_hard_wrapped_mimic_style_reports(text, field, state):
+    assert states(text)[field] == state
+
+
+def test_one_line_sections_format():
+    t = "FINDINGS: Pleural effusion is not seen. Mild cardiomegaly\nIMPRESSION: No pneumothorax. Possible pneumonia."
+    r = extract_report(t)
+    assert verify(t, r) == [] and [t[a:b] for a, b in r.sentences] == [
+        "Pleural effusion is not seen.", "Mild cardiomegaly", "No pneumothorax.", "Possible pneumonia."]
+    assert (r.states["pleural_effusion"], r.states["cardiomegaly"], r.states["pneumothorax"],
+            r.states["pneumonia"]) == ("absent", "present", "absent", "uncertain")
+    # the same report with the non-findings headers MIMIC puts first: their text is not read
+    t2 = "EXAMINATION: CHEST PA AND LAT\nINDICATION: Fever, ?pneumonia.\nTECHNIQUE: PA.\nCOMPARISON: None.\n" + t
+    assert extract_report(t2).states == r.states
+
+
+def test_evidence_across_a_line_break_indexes_the_original_text():
+    t = " FINDINGS:\n \n The heart is mildly\n enlarged.  No ___ pneumothorax.\n"
+    r = extract_report(t)
+    ev = r.evidence["cardiomegaly"]
+    assert t[ev.start:ev.end] == "heart is mildly\n enlarged"
+    assert t[ev.sentence_start:ev.sentence_end] == "The heart is mildly\n enlarged."
+    assert r.states["pneumothorax"] == "absent" and verify(t, r) == []
+
+
+@pytest.mark.parametrize("text,field,state", [
+    ("Lines and tubes are in standard position.", "support_devices", "present"),
+    ("Right IJ line ends in the SVC.", "support_devices", "present"),
+    ("ETT terminates 4 cm above the carina.", "support_devices", "present"),
+    ("Right femoral sheath in place.", "support_devices", "present"),
+    ("Known right upper lobe lesion.", "lung_lesion", "present"),
+    ("Lytic lesion in the humerus.", "lung_lesion", None),
+    ("Opacity raising concern for pneumonia.", "pneumonia", "uncertain"),
+    ("Effusion is difficult to exclude.", "pleural_effusion", "uncertain"),
+    ("Difficult to exclude a small effusion.", "pleural_effusion", "uncertain"),
+    ("Pneumonia is less likely.", "pneumonia", "uncertain"),
+    ("Pneumonia is unlikely.", "pneumonia", "absent"),
+    ("Opacity is unlikely to represent pneumonia.", "pneumonia", "absent"),
+    ("Chronic interstitial lung disease.", "lung_opacity", "present"),
+    ("The mediastinum is possibly widened.", "enlarged_cardiomediastinum", "uncertain"),
+    ("COMPARISON: None.\nFINDINGS AND IMPRESSION:\n Mild pulmonary edema.", "edema", "present"),
+])
+def test_mimic_phrasing(text, field, state):
+    assert states(text)[field] == state
+
+
 @pytest.mark.parametrize("text,field,state", [
     ("No pleural effusion or pneumothorax.", "pneumothorax", "absent"),
     ("No pleural effusion or pneumothorax.", "pleural_effusion", "absent"),
@@ -105,6 +167,14 @@ def test_hierarchy_and_no_finding():
     assert s["no_finding"] == "absent"
     s = states("Right PICC line in place. Lungs are clear. No effusion.")
     assert s["support_devices"] == "present" and s["no_finding"] == "present"  # devices are not pathology
+
+
+def test_hierarchy_can_be_switched_off():
+    t = "The mediastinum is possibly widened. Left basilar atelectasis. Mild cardiomegaly."
+    r = extract_report(t, hierarchy=False)
+    assert r.states["enlarged_cardiomediastinum"] == "uncertain" and r.states["lung_opacity"] is None
+    assert r.states["no_finding"] == "absent" and verify(t, r) == []
+    assert extract_report(t).states["enlarged_cardiomediastinum"] == "present"  # from cardiomegaly
 
 
 def test_conflicts_resolve_present_over_uncertain_over_absent():

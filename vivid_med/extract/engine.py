@@ -46,8 +46,12 @@ def empty_result(no_usable_section: bool, reason: str = "") -> ExtractionResult:
     return ExtractionResult({f: None for f in FIELDS}, {}, no_usable_section, prov)
 
 
-def extract_report(text: str, lexicon: Lexicon | None = None) -> ExtractionResult:
-    """Structure one report's text into the 14 field states with evidence spans (see module docstring)."""
+def extract_report(text: str, lexicon: Lexicon | None = None, hierarchy: bool = True) -> ExtractionResult:
+    """Structure one report's text into the 14 field states with evidence spans (see module docstring).
+
+    ``hierarchy``: propagate a positive child to its parents (CheXpert's convention, the default); False leaves
+    each field to its own mentions (for label sets coded without the hierarchy).
+    """
     if not isinstance(text, str):
         raise TypeError(f"extract_report: expected str, got {type(text).__name__}")
     if not text.strip():
@@ -80,7 +84,8 @@ def extract_report(text: str, lexicon: Lexicon | None = None) -> ExtractionResul
                     states[f] = st
                     evidence[f] = Evidence(si, ms, me, a, b)
                     prov[f] = cue
-    _propagate(lex, states, evidence, prov)
+    if hierarchy:
+        _propagate(lex, states, evidence, prov)
     _derive_no_finding(states, evidence, prov, sents)
     return ExtractionResult(states, evidence, False, prov, sents)
 

@@ -6,10 +6,13 @@ import re
 
 #: Headers the extractor recognises; only the USABLE ones are read.
 _HEADER = re.compile(
-    r"(?im)(?:^|(?<=[.\n]))[ \t]*(findings|impression|conclusions?|comparison|indications?|history|clinical history"
-    r"|technique|examination|exam|reason for (?:exam|study)|recommendations?|notification|comments?|procedure)[ \t]*:"
+    r"(?im)(?:^|(?<=[.\n]))[ \t]*(findings and impressions?|findings|impressions?|conclusions?|comparison|indications?"
+    r"|history|clinical history|technique|examination|exam|reason for (?:exam|study)|recommendations?|notification"
+    r"|comments?|procedure)[ \t]*:"
 )
-USABLE = {"findings": "findings", "impression": "impression", "conclusion": "impression", "conclusions": "impression"}
+USABLE = {"findings": "findings", "findings and impression": "findings", "findings and impressions": "findings",
+          "impression": "impression", "impressions": "impression", "conclusion": "impression",
+          "conclusions": "impression"}
 
 
 def find_sections(text: str) -> tuple[list[tuple[str, int, int]], bool]:
@@ -24,7 +27,7 @@ def find_sections(text: str) -> tuple[list[tuple[str, int, int]], bool]:
         return ([("findings", 0, len(text))] if text.strip() else []), False
     out = []
     for h, nxt in zip(heads, heads[1:] + [None]):
-        name = USABLE.get(h.group(1).lower())
+        name = USABLE.get(" ".join(h.group(1).lower().split()))
         end = nxt.start() if nxt is not None else len(text)
         if name and text[h.end():end].strip():
             out.append((name, h.end(), end))
