@@ -1,0 +1,122 @@
+"""The evaluate and summarize stages end to end on a tiny on-disk pipeline (records, image store, backbone)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from torch import nn
+
+from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
+from vivid_med.imaging import build_store
+from vivid_med.student.backbone import BackboneConfig, create_backbone
+from vivid_med.student.export import export_student
+from vivid_med.student.spd import build_spd
+from vivid_med.tables import read_records, write_records
+
+PARAMS = {
+    "source": "src", "target": "tgt", "views": ["PA", "AP"], "fields": list(PRETRAIN_FIELDS),
+    "probe_seeds": [0, 1], "select_on": "val", "label_fractions": [0.1, 1.0],
+    "uncertain_policy": {"edema": "ones"}, "batch_size": 64,
+    "probe": {"weight_decays": [1.0e-3], "lr": 1.0e-2, "max_epochs": 15, "patience": 5, "batch_size": 64},
+    "image_sets": {"organamnist": {"adapter": "vivid_med.sources.medmnist:load_medmnist", "path": "organ.npz"}},
+    "plots": {"tsne_points": 40, "attention_examples": 2},
+}
+
+
+def _write_dataset(root: Path, name: str, n_patients: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Records (RECORDS_SCHEMA) + PNGs decoded into the image store; cardiomegaly brightens the image."""
+    rows, img_dir = [], root / "raw" / name
+    img_dir.mkdir(parents=True)
+    for p in range(n_patients):
+        split = "train" if p < 0.6 * n_patients else "val" if p < 0.8 * n_patients else "test"
+        for k in range(2):
+            states = rng.choice(np.array(["present", "absent", "uncertain", None], dtype=object), size=len(FIELDS),
+                                p=[0.3, 0.4, 0.1, 0.2])
+            states[1] = "present" if rng.random() < 0.4 else "absent"  # every field has both classes
+            img = rng.normal(80 + 90 * (states[2] == "present"), 20, (32, 32))
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(img_dir / f"{p}_{k}.png")
+            rows.append({"dataset": name, "study_id": f"s{p}_{k}", "patient_id": f"p{p}", "image_id": f"{name}{p}_{k}",
+                         "image_path": f"{p}_{k}.png", "view": "LAT" if k and p % 5 == 0 else "PA", "split": split,
+                         "report": None, "ums_json": "{}", "target_hash": "0" * 64, **dict(zip(FIELDS, states))})
+    df = pd.DataFrame(rows)
+    write_records(df, root / "data/records" / f"{name}.parquet", PRETRAIN_FIELDS)
+    build_store(df, img_dir, root / "data/images" / name, size=32)
+    return df
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    _write_dataset(tmp_path, "src", 60, rng)
+    _write_dataset(tmp_path, "tgt", 20, rng)
+    imgs = {s: rng.integers(0, 255, (n, 28, 28), dtype=np.uint8) for s, n in (("train", 66), ("val", 22), ("test", 33))}
+    labels = {s: np.arange(len(v)) % 11 for s, v in imgs.items()}
+    for s in imgs:  # class-dependent brightness so the probe has something to find
+        imgs[s] = np.clip(imgs[s] // 4 + 20 * labels[s][:, None, None], 0, 255).astype(np.uint8)
+    np.savez(tmp_path / "organ.npz", **{f"{s}_images": v for s, v in imgs.items()},
+             **{f"{s}_labels": labels[s][:, None] for s in imgs})
+    cfg = BackboneConfig(img_size=32, patch_size=8, kwargs={"depth": 2})
+    spd = {"groups": 2, "queries": 2, "heads": 4}
+    backbone = create_backbone(cfg)
+    export_student(backbone, nn.ModuleDict({"spd": build_spd(backbone.num_features, spd)}), tmp_path / "models/tiny",
+                   cfg, {"objective": "vivid", "spd": spd})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": PARAMS}))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _run(params: dict | None = None) -> dict:
+    from stages import evaluate
+
+    if params is not None:
+        Path("params.yaml").write_text(yaml.safe_dump({"evaluate": params}))
+    evaluate.main("tiny")
+    return json.loads(Path("metrics/eval/tiny.json").read_text())
+
+
+def test_evaluate_and_summarize_end_to_end(workdir):
+    from stages import summarize
+
+    m = _run()
+    paper = m["chexpert_paper"]
+    assert paper["n_report_fields"] == 12 and set(paper["auc"]["values"]) == {"seed0", "seed1"}
+    assert paper["per_field_auc"]["cardiomegaly"]["mean"] > 0.8  # the planted signal
+    assert set(m["chexpert_standard"]) == {"pct10", "pct100"}
+    assert m["nih8"]["n_report_fields"] == 8 and 0 <= m["nih8"]["auc"]["mean"] <= 1
+    assert m["organamnist"]["auc_n_classes"] == 11 and m["organamnist"]["accuracy"]["mean"] > 0.2
+    assert "src: train" in m["data"]["chexpert_paper"]
+    first = Path("metrics/eval/tiny.json").read_bytes()
+    assert len(first) < 20_000
+    assert Path("data/features/tiny/src.npz").exists() and Path("data/features/tiny/plots/roc_chexpert.csv").exists()
+    with np.load("data/features/tiny/plots/attention.npz") as z:
+        assert z["maps"].shape == (2, 2, 4, 4)  # 2 examples x 2 SPD groups x the 4x4 patch grid
+    emb = pd.read_csv("data/features/tiny/plots/embedding.csv")
+    assert set(emb["finding"]) <= set(PRETRAIN_FIELDS) | {"none", "multiple", "unlabelled"} and len(emb) == 22
+    _run()
+    assert Path("metrics/eval/tiny.json").read_bytes() == first  # same params -> same bytes
+
+    summarize.main()
+    md = Path("metrics/summary.md").read_text()
+    assert "| tiny |" in md and "CheXpert-12 AUC" in md and "organamnist" in md
+    assert json.loads(Path("metrics/summary.json").read_text())["backbones"]["tiny"]["CheXpert-12 AUC"]["n"] == 2
+    for png in ("per_field_auc.png", "roc_chexpert_tiny.png", "tsne_tiny.png", "attention_tiny.png"):
+        assert Path("metrics/plots", png).stat().st_size > 1000
+
+
+def test_selection_on_test_split_stops_the_stage(workdir):
+    with pytest.raises(ValueError, match="test split leaks"):
+        _run({**PARAMS, "select_on": "test"})
+
+
+def test_patient_in_two_splits_stops_the_stage(workdir):
+    df = read_records("data/records/src.parquet")
+    df.loc[df.index[-1], "patient_id"] = df.loc[0, "patient_id"]  # a test image of a train patient
+    write_records(df, "data/records/src.parquet", PRETRAIN_FIELDS)
+    with pytest.raises(ValueError, match="leakage"):
+        _run()

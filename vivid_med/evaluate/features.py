@@ -1,0 +1,89 @@
+"""Frozen-backbone feature extraction, cached once per (backbone, image set) in an .npz file.
+
+A probe then costs one forward pass per image instead of one per training step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+def input_spec(model: nn.Module) -> tuple[int, int]:
+    """(image size, input channels) a timm ViT expects."""
+    size = model.patch_embed.img_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size), int(model.patch_embed.proj.in_channels)
+
+
+def prepare(images: np.ndarray, size: int, in_chans: int) -> torch.Tensor:
+    """uint8 [B, H, W] -> normalised float [B, in_chans, size, size] (bilinear, antialiased resize)."""
+    from vivid_med.imaging import to_tensor
+
+    x = to_tensor(np.ascontiguousarray(images))
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.expand(-1, in_chans, -1, -1) if x.shape[1] != in_chans else x
+
+
+@torch.no_grad()
+def extract(model: nn.Module, images: np.ndarray, batch_size: int = 128, desc: str = "features") -> np.ndarray:
+    """Pooled (pre-logits) features float32 [N, D] of uint8 images [N, H, W]; model in eval mode."""
+    model.eval()
+    size, chans = input_spec(model)
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
+        x = prepare(images[i:i + batch_size], size, chans)
+        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
+    dim = model.num_features
+    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+
+def fingerprint(model: nn.Module, images: np.ndarray) -> str:
+    """sha256 over the backbone's weights and the image bytes (the cache key)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    return h.hexdigest()
+
+
+def cached_features(path: str | Path, model: nn.Module, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Features [N, D] from ``path`` when its fingerprint matches, else extracted and written there."""
+    path = Path(path)
+    key = fingerprint(model, images)
+    if path.exists():
+        with np.load(path) as z:
+            if str(z["fingerprint"]) == key:
+                return z["features"]
+    feats = extract(model, images, batch_size, desc=path.stem)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, features=feats, fingerprint=np.array(key))
+    tmp.replace(path)
+    return feats
+
+
+@torch.no_grad()
+def spd_attention_maps(student: nn.Module, images: np.ndarray) -> np.ndarray | None:
+    """Per-group SPD attention over the patch grid, float32 [K, G, h, w] (mean over a group's queries).
+
+    ``student`` is ``vivid_med.student.export.load_student(dir)``; None when it has no SPD attention.
+    """
+    backbone = student.backbone
+    size, chans = input_spec(backbone)
+    _, _, attn = student(prepare(images, size, chans))
+    if attn is None:
+        return None
+    grid = backbone.patch_embed.grid_size
+    maps = attn.mean(2)[..., backbone.num_prefix_tokens:]  # [K, G, N_patches]
+    return maps.reshape(*maps.shape[:2], *grid).float().numpy()
