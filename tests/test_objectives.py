@@ -1,0 +1,150 @@
+"""Objectives: loss terms, answerability masking, ignored states, and vivid's real dependence on the teacher."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vivid_med.fields import STATES
+from vivid_med.objectives import (BCELoss, StateClassifierLoss, VividLoss, build_objective,
+                                  select_prototypes)
+from vivid_med.student import BackboneConfig, create_backbone
+
+P, A, U, NULL = STATES.index("present"), STATES.index("absent"), STATES.index("uncertain"), -1
+SPD = {"groups": 2, "queries": 2, "heads": 2}
+
+
+def _teacher(seed: int, n_fields: int = 4, dim: int = 16, n_targets: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n_fields, 3, dim, generator=g), torch.randn(n_targets, dim, generator=g)
+
+
+def _batch():
+    states = torch.tensor([[P, A, NULL, U], [A, NULL, NULL, P], [NULL, P, NULL, A]])
+    return {"states": states, "target_row": torch.tensor([0, 3, 0])}
+
+
+def _tokens(seed: int = 0):
+    return torch.randn(3, 9, 32, generator=torch.Generator().manual_seed(seed), requires_grad=True)
+
+
+def test_vivid_terms_and_total():
+    torch.manual_seed(0)
+    protos, targets = _teacher(1)
+    loss = VividLoss(32, protos, targets, spd=SPD, orth_weight=0.5, align_weight=2.0)
+    tokens = _tokens()
+    out = loss(tokens, tokens[:, 0], _batch())
+    assert set(out) == {"loss", "state", "align", "orth", "state_acc"}
+    assert out["loss"].item() == pytest.approx((out["state"] + 2.0 * out["align"] + 0.5 * out["orth"]).item(), rel=1e-6)
+    out["loss"].backward()
+    assert tokens.grad.abs().sum() > 0
+    no_spd = VividLoss(32, protos, targets, spd="off")(tokens, tokens[:, 0], _batch())
+    assert "orth" not in no_spd
+
+
+def test_answerability_mask_null_fields_carry_no_loss():
+    protos, targets = _teacher(1)
+    changed = protos.clone()
+    changed[2] = torch.randn(3, 16)  # field 2 is null in every sample of the batch
+    tokens = _tokens()
+    for mask, same in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        a = VividLoss(32, protos, targets, spd=SPD, answerability_mask=mask)(tokens, None, _batch())
+        torch.manual_seed(0)
+        b = VividLoss(32, changed, targets, spd=SPD, answerability_mask=mask)(tokens, None, _batch())
+        assert torch.equal(a["state"], b["state"]) is same
+
+
+def test_vivid_depends_on_the_teacher():
+    """Same seed, same data: pretrained vs random vs shuffled prototypes differ at step 0 and after 3 steps."""
+    cfg = BackboneConfig("vit_tiny_patch16_224", 32, 8, 1, kwargs={"depth": 1, "embed_dim": 32, "num_heads": 2})
+    pretrained = _teacher(1)
+    random = _teacher(2)
+    shuffled = (pretrained[0].flatten(0, 1)[torch.randperm(12, generator=torch.Generator().manual_seed(3))]
+                .view(4, 3, 16), pretrained[1])
+    images = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    first, final = {}, {}
+    for name, (protos, targets) in {"pretrained": pretrained, "random": random, "shuffled": shuffled}.items():
+        torch.manual_seed(0)
+        backbone = create_backbone(cfg)
+        objective = build_objective("vivid", 32, 4, {"spd": SPD}, protos, targets)
+        opt = torch.optim.AdamW([*backbone.parameters(), *objective.parameters()], lr=1e-3)
+        for step in range(3):
+            tokens = backbone.forward_features(images)
+            out = objective(tokens, tokens[:, 0], _batch())
+            if step == 0:
+                first[name] = out["loss"].item()
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+        final[name] = torch.cat([p.detach().flatten() for p in backbone.parameters()])
+    assert len({round(v, 6) for v in first.values()}) == 3, first
+    names = list(final)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert (final[names[i]] - final[names[j]]).abs().max() > 1e-6, (names[i], names[j])
+
+
+def test_bce_ignores_uncertain_and_null():
+    torch.manual_seed(0)
+    loss = BCELoss(32, 4)
+    pooled = torch.randn(3, 32)
+    batch = _batch()
+    base = loss(None, pooled, batch)["loss"]
+    other = batch["states"].clone()
+    other[0, 3], other[1, 1] = NULL, U  # uncertain <-> null: still ignored
+    assert torch.equal(loss(None, pooled, {**batch, "states": other})["loss"], base)
+    other[0, 0] = A  # present -> absent: counts
+    assert not torch.equal(loss(None, pooled, {**batch, "states": other})["loss"], base)
+
+
+def test_state_classifier_predicts_four_states():
+    torch.manual_seed(0)
+    loss = StateClassifierLoss(32, 4)
+    assert loss.head.out_features == 4 * 4
+    pooled = torch.randn(3, 32)
+    batch = _batch()
+    base = loss(None, pooled, batch)["loss"]
+    other = batch["states"].clone()
+    other[0, 2] = U  # null is a class of its own: changing it changes the loss
+    assert not torch.equal(loss(None, pooled, {**batch, "states": other})["loss"], base)
+
+
+def test_build_objective_errors_and_prototype_order():
+    with pytest.raises(ValueError, match="teacher cache"):
+        build_objective("vivid", 32, 4, {})
+    with pytest.raises(ValueError, match="unknown objective"):
+        build_objective("mae", 32, 4, {})
+    assert build_objective("none", 32, 4, {}) is None
+
+    class Cache:  # field/state order of a cache differs from ours: select_prototypes reorders
+        fields, states, manifest = ("b", "a"), ("uncertain", "absent", "present"), {}
+        prototypes = torch.arange(2 * 3 * 1.0).view(2, 3, 1)
+
+    out = select_prototypes(Cache, ("a", "b"))
+    assert out[:, :, 0].tolist() == [[5.0, 4.0, 3.0], [2.0, 1.0, 0.0]]
+    with pytest.raises(KeyError, match="no prototype"):
+        select_prototypes(Cache, ("c",))
+
+
+def test_vivid_online_trains_the_prefix_through_the_frozen_teacher(tmp_path):
+    from vivid_med.objectives import load_online_teacher
+    from vivid_med.train import Student, trainable_state
+    from vivid_med.teacher.convert import write_tiny
+    from vivid_med.ums import cxr_record, provenance, target_text
+
+    folder = write_tiny(tmp_path / "tiny", layers=2)
+    teacher, width = load_online_teacher(str(folder), "pretrained", {"answerability_mask": True}, device="cpu")
+    torch.manual_seed(0)
+    objective = build_objective("vivid_online", 32, 12, {"spd": SPD, "orth_weight": 0.1}, teacher=teacher,
+                                lm_width=width)
+    texts = [target_text(cxr_record({"edema": "present", "fracture": None}, "PA", provenance())),
+             target_text(cxr_record({"cardiomegaly": "absent"}, None, provenance()))]
+    tokens = torch.randn(2, 9, 32, requires_grad=True)
+    out = objective(tokens, tokens[:, 0], {"target_text": texts})
+    assert out["loss"].item() == pytest.approx((out["tok"] + 0.1 * out["orth"]).item(), rel=1e-6)
+    out["loss"].backward()
+    assert tokens.grad.abs().sum() > 0 and objective.projector.net[0].weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+    saved = trainable_state(Student(torch.nn.Identity(), objective))  # what checkpoints and exports keep
+    assert saved and not any(".teacher." in k for k in saved)

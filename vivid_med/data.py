@@ -1,0 +1,138 @@
+"""Pretraining data: records + image store -> samples, and a step-indexed batch stream that resumes exactly.
+
+A sample is a dict: ``image`` uint8 [S,S] (augmented), ``states`` int64 [F] (index into STATES, -1 = null),
+``target_row`` int64 (row of the teacher's target embedding, -1 without a teacher) and optionally
+``target_text``. Batches for step ``s`` depend only on (seed, s), never on history, so a resumed run sees the
+same batches and augmentations as an uninterrupted one, for any number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from vivid_med.fields import STATES, check_fields
+
+STATE_INDEX = {s: i for i, s in enumerate(STATES)}
+
+
+def encode_states(records: pd.DataFrame, fields: Sequence[str], what: str = "records") -> np.ndarray:
+    """int64 [N,F]: the index of each field's state in STATES, -1 for null; ValueError naming row and value."""
+    check_fields(list(fields), what)
+    missing = [f for f in fields if f not in records.columns]
+    if missing:
+        raise ValueError(f"{what}: missing field column(s) {missing}")
+    out = np.full((len(records), len(fields)), -1, dtype=np.int64)
+    for j, f in enumerate(fields):
+        col = records[f]
+        for i, v in enumerate(col.to_numpy(dtype=object)):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                continue
+            if v not in STATE_INDEX:
+                raise ValueError(f"{what}: row {i} ({records.index[i]}), field {f}: unknown state {v!r}; "
+                                 f"expected one of {list(STATES)} or null")
+            out[i, j] = STATE_INDEX[v]
+    return out
+
+
+def augmentation(out_size: int, flip: float = 0.5, degrees: float = 5.0, translate: float = 0.05,
+                 scale: float = 0.05, jitter: float = 0.1) -> v2.Transform:
+    """The paper's augmentations on a uint8 tensor [1,S,S]: flip, small affine, light brightness/contrast jitter
+    (all off when their strength is 0), resized to ``out_size``."""
+    return v2.Compose([
+        v2.Resize(out_size, antialias=True),
+        v2.RandomHorizontalFlip(flip),
+        v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(1 - scale, 1 + scale)),
+        v2.ColorJitter(brightness=jitter, contrast=jitter),
+    ])
+
+
+class PretrainDataset(Dataset):
+    """Indexed by ``(i, aug_seed)``: sample i, augmented under its own seed (independent of global RNG state).
+
+    pixels: one uint8 [N_k,S,S] array (a memmap) per image store; store: int [n] which store sample i is in;
+    rows: int [n] its row there; states: int64 [n,F]; target_rows: int64 [n] or None; texts: n strings or
+    None; transform: applied to uint8 [1,S,S] or None.
+    """
+
+    def __init__(self, pixels: Sequence[np.ndarray], store: np.ndarray, rows: np.ndarray, states: np.ndarray,
+                 target_rows: np.ndarray | None = None, texts: Sequence[str] | None = None,
+                 transform: v2.Transform | None = None) -> None:
+        n = len(rows)
+        for name, arr in (("store", store), ("states", states), ("target_rows", target_rows), ("texts", texts)):
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"PretrainDataset: {name} has {len(arr)} rows, rows has {n}")
+        for k, px in enumerate(pixels):
+            r = np.asarray(rows)[np.asarray(store) == k]
+            if len(r) and (r.min() < 0 or r.max() >= len(px)):
+                raise ValueError(f"PretrainDataset: image row out of range [0, {len(px)}) in store {k}")
+        self.pixels, self.store, self.rows = list(pixels), np.asarray(store), np.asarray(rows)
+        self.states = torch.as_tensor(states, dtype=torch.long)
+        self.target_rows = None if target_rows is None else torch.as_tensor(target_rows, dtype=torch.long)
+        self.texts, self.transform = texts, transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        """A micro-batch at once (DataLoader calls this): one RNG fork for all its samples."""
+        with torch.random.fork_rng(devices=[]):
+            return [self._sample(i, seed) for i, seed in keys]
+
+    def _sample(self, i: int, aug_seed: int) -> dict[str, Any]:
+        image = torch.from_numpy(np.array(self.pixels[self.store[i]][self.rows[i]]))[None]  # [1, S, S] uint8
+        if self.transform is not None:
+            torch.manual_seed(aug_seed)
+            image = self.transform(image)
+        sample = {"image": image[0], "states": self.states[i],
+                  "target_row": self.target_rows[i] if self.target_rows is not None else torch.tensor(-1)}
+        if self.texts is not None:
+            sample["target_text"] = self.texts[i]
+        return sample
+
+
+class StepBatches:
+    """Batch sampler: micro-batches of ``(index, aug_seed)`` for optimizer steps ``start..steps-1``.
+
+    Step s draws ``batch_size`` samples (the effective batch) from epoch ``s // (n // batch_size)``'s seeded
+    permutation; they are cut into ``grad_accum`` micro-batches, each shared out over ``world`` ranks.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, steps: int, grad_accum: int = 1,
+                 world: int = 1, rank: int = 0) -> None:
+        if batch_size % (grad_accum * world):
+            raise ValueError(f"batch_size {batch_size} is not divisible by grad_accum {grad_accum} x world {world}")
+        if n < batch_size:
+            raise ValueError(f"{n} training samples are fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.seed, self.start, self.steps = n, batch_size, seed, start, steps
+        self.grad_accum, self.world, self.rank = grad_accum, world, rank
+        self.micro = batch_size // (grad_accum * world)
+
+    def step_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices [batch_size], aug seeds [batch_size]) of optimizer step ``step``."""
+        per_epoch = self.n // self.batch_size
+        epoch, k = divmod(step, per_epoch)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        idx = perm[k * self.batch_size:(k + 1) * self.batch_size]
+        seeds = self.seed * 2**32 + step * self.batch_size + torch.arange(self.batch_size)
+        return idx, seeds
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.steps):
+            idx, seeds = self.step_batch(step)
+            chunk = self.micro * self.world
+            for a in range(self.grad_accum):
+                sl = slice(a * chunk + self.rank, (a + 1) * chunk, self.world)
+                yield list(zip(idx[sl].tolist(), seeds[sl].tolist()))
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.grad_accum

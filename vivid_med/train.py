@@ -1,0 +1,242 @@
+"""The pretraining loop: plain PyTorch, one process per device under torchrun (DDP), resumable.
+
+Read top to bottom: set up (distributed, seeds), build optimizer and schedule, resume from the last
+checkpoint if its fingerprint matches, then loop: micro-batches with gradient accumulation, a NaN guard,
+clipping, an AdamW step, a CSV curve row, and a checkpoint every ``checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vivid_med.data import StepBatches
+from vivid_med.imaging import to_tensor
+
+FROZEN_PREFIX = "objective.teacher."  # never checkpointed: the frozen online teacher
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 32  # effective batch per optimizer step, over all processes and micro-batches
+    grad_accum: int = 1
+    lr_vit: float = 5e-4
+    lr_head: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    seed: int = 0
+    num_workers: int = 0
+    amp: str = "auto"  # auto (bf16 on GPUs that support it) | bf16 | off
+    log_every: int = 1
+
+
+class Student(nn.Module):
+    """Backbone + objective heads: ``forward(images [B,C,S,S], batch) -> dict of loss terms``."""
+
+    def __init__(self, backbone: nn.Module, objective: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.objective = backbone, objective
+
+    def forward(self, images: torch.Tensor, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        tokens = self.backbone.forward_features(images)
+        pooled = self.backbone.forward_head(tokens, pre_logits=True)
+        return self.objective(tokens, pooled, batch)
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return (dist.get_rank() if world > 1 else 0), world, device
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def param_groups(student: Student, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: ViT vs heads (own learning rates), weight decay only on matrices (ndim >= 2)."""
+    groups = []
+    for part, lr in ((student.backbone, cfg.lr_vit), (student.objective, cfg.lr_head)):
+        params = [p for p in part.parameters() if p.requires_grad]
+        groups.append({"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": cfg.weight_decay})
+        groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def trainable_state(student: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in student.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+
+
+def save_checkpoint(path: Path, student: nn.Module, opt: torch.optim.Optimizer, sched: Any, step: int,
+                    fingerprint: str, log: dict[str, Any]) -> None:
+    """Atomic write (tmp file + rename) of everything a bit-exact resume needs (``log``: last terms, time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "fingerprint": fingerprint, "model": trainable_state(student), "log": log,
+             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it belongs to this run (same fingerprint), else None."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        print(f"{path}: checkpoint of a different configuration; starting from step 0")
+        return None
+    return state
+
+
+class CurveWriter:
+    """Plain CSV training curve (``step`` first); on resume, rows after the resumed step are dropped."""
+
+    def __init__(self, path: Path | None, start: int) -> None:
+        self.path, self.rows = path, []
+        if path is not None and path.exists() and start > 0:
+            with path.open() as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        self._flush()
+
+    def add(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+
+    def _flush(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(dict.fromkeys(k for r in self.rows for k in r)) or ["step"]
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+
+    flush = _flush
+
+
+def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: (torch.stack([s[k] for s in samples]) if isinstance(samples[0][k], torch.Tensor)
+                else [s[k] for s in samples]) for k in samples[0]}
+
+
+def train(student: Student, dataset: Dataset, cfg: TrainConfig, ckpt_dir: Path, curve_path: Path | None = None,
+          fingerprint: str = "", callback: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train ``student`` in place for ``cfg.steps`` optimizer steps; returns the run summary (rank 0's view).
+
+    Resumes from ``ckpt_dir/last.pt`` when its fingerprint equals ``fingerprint``. Raises FloatingPointError
+    on a non-finite loss or gradient, leaving the last good checkpoint in place. ``callback(step, terms)``
+    runs after every step (tests use it to interrupt a run).
+    """
+    rank, world, device = setup_distributed()
+    if device.type == "cpu":  # free on CPU; on GPUs deterministic kernels can cost, so they are left to the user
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    student.to(device)
+    opt = torch.optim.AdamW(param_groups(student, cfg), betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    ckpt = Path(ckpt_dir) / "last.pt"
+    start, last_saved, last, wall_before = 0, None, {}, 0.0
+    state = load_checkpoint(ckpt, fingerprint)
+    if state is not None:
+        missing, unexpected = student.load_state_dict(state["model"], strict=False)
+        if unexpected or any(not k.startswith(FROZEN_PREFIX) for k in missing):
+            raise RuntimeError(f"{ckpt}: checkpoint does not match the model (missing {missing}, unexpected {unexpected})")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        start = last_saved = state["step"]
+        last, wall_before = state["log"]["last"], state["log"]["wall_s"]
+        if rank == 0:
+            print(f"resuming from {ckpt} at step {start}/{cfg.steps}")
+    model = DDP(student, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else student
+    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum, world, rank)
+    loader = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate))
+    curve = CurveWriter(curve_path if rank == 0 else None, start)
+    in_chans = student.backbone.patch_embed.proj.in_channels
+    t0, t_data = time.perf_counter(), 0.0
+    model.train()
+    for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=rank != 0, desc="pretrain"):
+        sums: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            t = time.perf_counter()
+            batch = next(loader)
+            images = to_tensor(batch.pop("image")).to(device).expand(-1, in_chans, -1, -1)
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            t_data += time.perf_counter() - t
+            sync = world == 1 or micro == cfg.grad_accum - 1
+            with (nullcontext() if sync else model.no_sync()):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    out = model(images, batch)
+                bad = torch.tensor(float(not torch.isfinite(out["loss"]).item()))
+                if world > 1:
+                    dist.all_reduce(bad)
+                if bad.item():
+                    terms = {k: float(v.detach()) for k, v in out.items()}
+                    raise FloatingPointError(
+                        f"step {step}: non-finite loss {terms}; stopped. Last good checkpoint: "
+                        f"{ckpt if last_saved is not None else 'none'} (step {last_saved})")
+                (out["loss"] / cfg.grad_accum).backward()
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise FloatingPointError(f"step {step}: non-finite gradient norm; stopped. Last good checkpoint: "
+                                     f"{ckpt if last_saved is not None else 'none'} (step {last_saved})")
+        lrs = [g["lr"] for g in opt.param_groups]
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        last = {"step": step + 1, "lr_vit": lrs[0], "lr_head": lrs[-1], **sums, "grad_norm": float(grad_norm)}
+        if rank == 0 and (step + 1) % cfg.log_every == 0:
+            curve.add(last)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            if rank == 0:
+                log = {"last": last, "wall_s": wall_before + time.perf_counter() - t0}
+                save_checkpoint(ckpt, student, opt, sched, step + 1, fingerprint, log)
+                curve.flush()
+            if world > 1:
+                dist.barrier()
+            last_saved = step + 1
+        if callback is not None:
+            callback(step + 1, last)
+    curve.flush()
+    wall = time.perf_counter() - t0
+    done = cfg.steps - start
+    return {"steps": cfg.steps, "resumed_from": start, "wall_s": round(wall_before + wall, 2), "world_size": world,
+            "images_per_s": round(done * cfg.batch_size / wall, 1) if done else None,
+            "data_share": round(t_data / wall, 4) if done else None,
+            "final": {k: v for k, v in last.items() if k != "step"}}
