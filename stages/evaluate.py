@@ -22,8 +22,8 @@ from vivid_med.evaluate.probes import ProbeConfig, check_selection_split, encode
 from vivid_med.evaluate.protocols import ProbeData, run_probe, transfer_probe
 from vivid_med.fields import FIELDS, NIH_SHARED_FIELDS, check_fields
 from vivid_med.imaging import ImageStore
-from vivid_med.sources.base import ImageSet, check_patient_splits
-from vivid_med.tables import read_records
+from vivid_med.sources.base import ImageSet, check_patient_splits, is_synthetic
+from vivid_med.tables import read_records, synthetic_datasets
 
 
 def load_records(name: str, views: list[str] | None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -127,6 +127,8 @@ def main(run: str) -> None:
         out[name] = run_probe(data, seeds, cfg).metrics
         out["data"][name] = f"{data.describe()}; {len(s.class_names)} classes from {spec['path']}"
 
+    out["synthetic_data"] = sorted(synthetic_datasets("data/records", (p["source"], p["target"])) + [
+        name for name, spec in (p.get("image_sets") or {}).items() if is_synthetic(spec["path"])])
     path = Path("metrics/eval") / f"{run}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rounded(out), indent=1, sort_keys=True) + "\n")

@@ -35,11 +35,12 @@ def main(argv: list[str] | None = None) -> None:
         info_path = RECORDS / f"{name}.json"
         if not info_path.exists():
             raise FileNotFoundError(f"{info_path}: missing (it holds the dataset root of {name})")
-        root = Path(json.loads(info_path.read_text())["root"])
+        info = json.loads(info_path.read_text())
+        root = Path(info["root"])
         records = read_records(RECORDS / f"{name}.parquet")
         shutil.rmtree(OUT / name, ignore_errors=True)
         counts = build_store(records, root, OUT / name, int(params["size"]), window, int(params.get("workers", 1)))
-        metrics[name] = counts
+        metrics[name] = {**counts, "synthetic": info.get("synthetic", False)}
         print(f"images {name}: {counts['input']} input = {counts['accepted']} accepted + {counts['rejected']} "
               f"rejected {counts['rejects_by_reason']}")
     METRICS.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from vivid_med.data import PretrainDataset, augmentation, encode_states
 from vivid_med.imaging import ImageStore
 from vivid_med.objectives import build_objective, load_online_teacher, select_prototypes
 from vivid_med.student import BackboneConfig, count_params, create_backbone, export_student
-from vivid_med.tables import read_records
+from vivid_med.tables import read_records, synthetic_datasets
 from vivid_med.train import Student, TrainConfig, train
 
 TRAIN_KEYS = set(TrainConfig.__dataclass_fields__)
@@ -31,6 +31,9 @@ RUN_KEYS = TRAIN_KEYS | {"datasets", "model", "img_size", "patch_size", "in_chan
                          "objective", "teacher", "teacher_dir", "spd", "orth_weight", "align_weight",
                          "answerability_mask", "temperature", "online"}
 
+
+TIMING = Path("metrics/timing")
+TIMING_KEYS = ("wall_s", "images_per_s", "data_share", "resumed_from")
 
 def run_config(section: dict, run: str) -> dict:
     """``pretrain.common`` overlaid with ``pretrain.runs.<run>``; unknown keys are refused (typos)."""
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     bcfg = BackboneConfig(cfg["model"], cfg["img_size"], cfg["patch_size"], cfg["in_chans"], cfg["pretrained"],
                           cfg.get("kwargs") or {})
     tcfg = TrainConfig(**{k: v for k, v in cfg.items() if k in TRAIN_KEYS})
-    model_dir, metrics_dir = Path("models") / run, Path("metrics/pretrain")
+    model_dir, metrics_dir, ckpt_dir = Path("models") / run, Path("metrics/pretrain"), Path("checkpoints") / run
+    ckpt_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even for runs of 0 steps
     torch.manual_seed(tcfg.seed)
     backbone = create_backbone(bcfg)
     objective_name = cfg["objective"]
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         fp = fingerprint(cfg, fields, records[["image_id", "target_hash", *fields]].astype(str).values.tolist(),
                          *(t.numpy().tobytes() for t in (prototypes, targets) if t is not None))
         student = Student(backbone, objective)
-        summary = train(student, dataset, tcfg, Path("checkpoints") / run, metrics_dir / f"{run}_curve.csv", fp)
+        summary = train(student, dataset, tcfg, ckpt_dir, metrics_dir / f"{run}_curve.csv", fp)
         summary["n_train"] = len(dataset)
     if dist.is_initialized():
         dist.barrier()
@@ -123,13 +127,17 @@ def main(argv: list[str] | None = None) -> None:
     config = export_student(backbone, objective.cpu() if objective is not None else None, model_dir, bcfg, cfg)
     heads = 0 if objective is None else count_params(objective) - sum(
         p.numel() for n, p in objective.named_parameters() if n.startswith("teacher."))
+    timing = {k: summary.pop(k) for k in TIMING_KEYS if k in summary}
     metrics = {"run": run, "objective": objective_name, **summary, "n_params": config["n_params"],
-               "n_params_heads": heads, "bytes": config["bytes"]}
+               "n_params_heads": heads, "bytes": config["bytes"],
+               "synthetic_data": synthetic_datasets("data/records", cfg["datasets"])}
     metrics_dir.mkdir(parents=True, exist_ok=True)
     (metrics_dir / f"{run}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    TIMING.mkdir(parents=True, exist_ok=True)  # wall-clock facts vary by machine: kept out of the metrics
+    (TIMING / f"pretrain_{run}.json").write_text(json.dumps(timing, indent=2) + "\n")
     if objective is None and not (metrics_dir / f"{run}_curve.csv").exists():
         (metrics_dir / f"{run}_curve.csv").write_text("step,loss\n")
-    print(f"pretrain {run}: {json.dumps(metrics)}")
+    print(f"pretrain {run}: {json.dumps({**metrics, **timing})}")
     if dist.is_initialized():
         dist.destroy_process_group()
 

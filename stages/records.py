@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from stages._params import load_section
+from vivid_med.sources.base import is_synthetic
 from vivid_med.fields import check_fields
 from vivid_med.records import build_records, load_source, summary
 from vivid_med.reports import TextExtractor
@@ -41,6 +42,7 @@ def main() -> None:
         write_records(records, OUT / f"{name}.parquet", fields)
         write_rejects(rejects, OUT / f"{name}.rejects.parquet")
         counts = summary(records, rejects)
+        counts["synthetic"] = is_synthetic(root)
         info = {"dataset": name, "kind": kind, "root": str(root), "labels": labels, "schema_version": SCHEMA_VERSION,
                 "target_fields": list(fields), **counts}
         (OUT / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")

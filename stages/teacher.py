@@ -23,6 +23,7 @@ import torch
 
 from stages._params import load_section
 from vivid_med.fields import PRETRAIN_FIELDS, check_fields
+from vivid_med.tables import synthetic_datasets
 from vivid_med.teacher.cache import build_cache, distinct_targets
 from vivid_med.teacher.convert import teacher_name
 from vivid_med.teacher.embed import Embedder
@@ -30,6 +31,7 @@ from vivid_med.teacher.load import load_teacher
 
 RECORDS, MODELS = Path("data/records"), Path("models/teacher")
 OUT, WORK, METRICS = Path("data/teacher"), Path("data/teacher_work"), Path("metrics/teacher")
+TIMING = Path("metrics/timing")
 
 
 def n_processes(value: int | str) -> int:
@@ -66,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     manifest = build_cache(embedder, targets, OUT / variant, WORK / variant, centre=bool(params["centre"]),
                            batch_size=params["batch_size"], dtype=params["dtype"])
     if manifest is not None:
-        keys = ("teacher", "variant", "layer", "pooling", "n_targets", "n_prototypes", "forward_passes",
-                "forward_passes_this_run", "seconds", "semantic")
+        keys = ("teacher", "variant", "layer", "pooling", "n_targets", "n_prototypes", "forward_passes", "semantic")
         metrics = {k: manifest[k] for k in keys}
-        METRICS.mkdir(parents=True, exist_ok=True)
-        (METRICS / f"{variant}.json").write_text(json.dumps(metrics, indent=1) + "\n")
-        print(json.dumps(metrics))
+        metrics["synthetic_data"] = synthetic_datasets(RECORDS, [p.stem for p in records])
+        timing = {k: manifest[k] for k in ("forward_passes_this_run", "seconds")}  # varies run to run
+        for folder, name, data in ((METRICS, variant, metrics), (TIMING, f"teacher_{variant}", timing)):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+        print(json.dumps({**metrics, **timing}))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0

@@ -57,7 +57,8 @@ def test_stage_writes_cache_and_resumes(tmp_path, monkeypatch):
     assert first["n_targets"] == N_TARGETS and first["forward_passes"] == N_TARGETS + 36
     cache = load_cache(root / "data/teacher/pretrained", expect={"variant": "pretrained"})
     assert cache.targets.shape == (N_TARGETS, 64)
-    again = run_in_process(root, "pretrained", monkeypatch)  # finished batches persist in data/teacher_work: only prototypes rerun
+    run_in_process(root, "pretrained", monkeypatch)  # finished batches persist in data/teacher_work: only prototypes rerun
+    again = json.loads((root / "metrics/timing/teacher_pretrained.json").read_text())
     assert again["forward_passes_this_run"] == 36
     torch.testing.assert_close(load_cache(root / "data/teacher/pretrained").targets, cache.targets)
 

@@ -63,9 +63,12 @@ def build_summary(evals: dict[str, dict]) -> tuple[str, dict]:
         md_paper.append(f"| {run} ({len(names)} pretraining seeds) | " + " | ".join(
             _cell(agg[t]) for t, *_ in PAPER_COLUMNS) + " |")
 
+    synthetic = sorted({d for ev in evals.values() for d in ev.get("synthetic_data", [])})
     head = "| backbone | " + " | ".join(t for t, *_ in PAPER_COLUMNS) + " |"
     lines = [
         "# Evaluation summary", "",
+        *([f"**SYNTHETIC data**: {', '.join(synthetic)} come from the built-in demo cohort; these numbers show that "
+           "the pipeline works and how objectives compare on it, nothing about real patients.", ""] if synthetic else []),
         "Linear probes on frozen backbones; mean ± std over probe seeds (per-seed values in metrics/eval/*.json).",
         "`[k/K fields]`: the macro average was taken over k fields only (the others had no positives or no",
         "negatives on the test split; their AUC is null). null: no field or class could be scored; n/a: not evaluated.", "",
@@ -76,7 +79,7 @@ def build_summary(evals: dict[str, dict]) -> tuple[str, dict]:
         "## Data behind each column", "",
         *[f"- **{k}**: {v}" for k, v in sorted(data.items())], "",
     ]
-    return "\n".join(lines), {"backbones": rows, "data": data}
+    return "\n".join(lines), {"backbones": rows, "data": data, "synthetic_data": synthetic}
 
 
 def pretrain_seed_groups(names) -> dict[str, list[str]]:

@@ -60,3 +60,14 @@ def safe_join(root: str | Path, relative: str | Path) -> Path:
     if path != root and root not in path.parents:
         raise ValueError(f"image path {str(relative)!r} escapes the dataset root {str(root)!r}")
     return path
+
+
+#: A file the demo writes into each dataset root it makes; its presence labels everything derived as synthetic.
+SYNTHETIC_MARKER = "SYNTHETIC.md"
+
+
+def is_synthetic(path: str | Path) -> bool:
+    """True when ``path`` (a dataset root, or a file in one) carries the demo's SYNTHETIC marker."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return (folder / SYNTHETIC_MARKER).is_file()

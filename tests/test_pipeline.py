@@ -1,0 +1,51 @@
+"""The whole DAG, for real: `dvc repro` of the tiny profile in a throw-away copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from pipeline import copy_repo, dvc, metric_files
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A copy of the repo with params.tiny.yaml applied, after one `dvc repro`."""
+    repo = copy_repo(tmp_path_factory.mktemp("tiny") / "repo")
+    dvc(repo, "repro")
+    return repo
+
+
+def test_tiny_dag_runs_every_stage_and_leaves_nothing_to_do(tiny_run):
+    status = dvc(tiny_run, "status")
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    lock = (tiny_run / "dvc.lock").read_text()
+    for stage in ("demo", "records", "images", "teacher_weights", "teacher@pretrained", "teacher@random",
+                  "pretrain@vivid", "pretrain@bce", "evaluate@vivid", "summarize"):
+        assert f"{stage}:" in lock, f"stage {stage} missing from dvc.lock"
+    summary = (tiny_run / "metrics" / "summary.md").read_text()
+    assert "synthetic" in summary.lower()
+    for run in ("vivid", "vivid_random", "bce", "state_classifier", "random_init"):
+        assert run in summary
+
+
+def test_tiny_dag_metrics_are_small_json_tracked_by_git(tiny_run):
+    files = metric_files(tiny_run)
+    assert files, "no metrics written"
+    for path, data in files.items():
+        json.loads(data)
+        assert b"synthetic" in data, f"{path} does not say that it was made from synthetic data"
+        assert len(data) < 200_000, f"{path} is {len(data)} bytes: metrics must stay small"
+    ignored = subprocess.run(["git", "check-ignore", *files], cwd=tiny_run, capture_output=True, text=True)
+    assert ignored.stdout == "", f"metrics ignored by git: {ignored.stdout}"
+
+
+def test_two_tiny_runs_give_byte_identical_metrics(tiny_run, tmp_path):
+    second = copy_repo(tmp_path / "repo")
+    dvc(second, "repro")
+    first, again = metric_files(tiny_run), metric_files(second)
+    assert first.keys() == again.keys()
+    different = [p for p in first if first[p] != again[p]]
+    assert not different, f"metrics differ between two runs with the same params: {different}"
