@@ -46,6 +46,8 @@ def load_image_set(spec: dict) -> ImageSet:
     Adapters that return a richer object (LIDC's ``LidcData``) hand over its ``.images`` ImageSet.
     """
     module, fn = spec["adapter"].split(":")
+    if not module.startswith("vivid_med.sources."):  # params name code to import: only the project's adapters
+        raise ValueError(f"evaluate.image_sets: adapter {spec['adapter']!r} is not in vivid_med.sources")
     out = getattr(importlib.import_module(module), fn)(Path(spec["path"]), **spec.get("args", {}))
     out = out if isinstance(out, ImageSet) else getattr(out, "images", None)
     if not isinstance(out, ImageSet):

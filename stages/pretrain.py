@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
+import vivid_med
 from stages._params import load_section
 from vivid_med.data import PretrainDataset, augmentation, encode_states
 from vivid_med.imaging import ImageStore
@@ -69,10 +70,28 @@ def load_training_set(datasets: list[str], fields: tuple[str, ...], split: str =
 
 
 def fingerprint(*parts) -> str:
+    """sha256 over bytes and JSON-able parts: a checkpoint resumes only a run with the same fingerprint."""
     h = hashlib.sha256()
     for p in parts:
         h.update(p if isinstance(p, bytes) else json.dumps(p, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+#: The code whose change must invalidate a checkpoint (DVC reruns the stage; the stale checkpoint must not resume).
+TRAINING_CODE = ("vivid_med/train.py", "vivid_med/data.py", "vivid_med/objectives.py", "vivid_med/imaging.py",
+                 "vivid_med/student")
+
+
+def code_and_pixels_digest(stores: list[np.ndarray]) -> bytes:
+    """Digest of the training code and of the pixels trained on."""
+    h = hashlib.sha256()
+    root = Path(vivid_med.__file__).resolve().parent.parent
+    for path in sorted(p for name in TRAINING_CODE for p in
+                       ([root / name] if name.endswith(".py") else (root / name).glob("*.py"))):
+        h.update(path.read_bytes())
+    for pixels in stores:
+        h.update(memoryview(np.ascontiguousarray(pixels)).cast("B"))
+    return h.digest()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
             from vivid_med.teacher.cache import load_cache
 
             cache = load_cache(Path("data/teacher") / cfg["teacher"], expect={"variant": cfg["teacher"]})
+            if tuple(cache.fields) != fields:
+                raise ValueError(f"pretrain.fields {list(fields)} differ from the teacher cache's fields "
+                                 f"{list(cache.fields)} (teacher.fields): make them equal")
             prototypes, targets = select_prototypes(cache, fields), cache.targets
             target_rows = cache.target_rows(records["target_hash"].tolist()).numpy()
         elif objective_name == "vivid_online":
@@ -114,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         dataset = PretrainDataset(stores, store_idx, rows, states, target_rows, texts,
                                   augmentation(bcfg.img_size, **(cfg.get("augment") or {})))
         fp = fingerprint(cfg, fields, records[["image_id", "target_hash", *fields]].astype(str).values.tolist(),
+                         code_and_pixels_digest(stores),
                          *(t.numpy().tobytes() for t in (prototypes, targets) if t is not None))
         student = Student(backbone, objective)
         summary = train(student, dataset, tcfg, ckpt_dir, metrics_dir / f"{run}_curve.csv", fp)

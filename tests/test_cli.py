@@ -11,7 +11,6 @@ from vivid_med.cli import main
 from vivid_med.fields import FIELDS
 from vivid_med.ums import UMSRecord
 
-pytest.importorskip("vivid_med.extract")
 
 GOOD = "FINDINGS: Mild cardiomegaly. No pleural effusion.\n\nIMPRESSION: Possible right basilar pneumonia."
 

@@ -148,3 +148,27 @@ def test_vivid_online_trains_the_prefix_through_the_frozen_teacher(tmp_path):
     assert all(p.grad is None for p in teacher.parameters())
     saved = trainable_state(Student(torch.nn.Identity(), objective))  # what checkpoints and exports keep
     assert saved and not any(".teacher." in k for k in saved)
+
+
+def test_vivid_online_field_sampling_depends_only_on_the_sample_seed(tmp_path):
+    from vivid_med.objectives import load_online_teacher
+    from vivid_med.teacher.convert import write_tiny
+    from vivid_med.ums import cxr_record, provenance, target_text
+
+    folder = write_tiny(tmp_path / "tiny", layers=2)
+    teacher, width = load_online_teacher(str(folder), "pretrained", {"k_fields": [1, 2], "rare_field_prob": 0.5},
+                                         device="cpu")
+    torch.manual_seed(0)
+    objective = build_objective("vivid_online", 32, 12, {"spd": SPD, "orth_weight": 0.0}, teacher=teacher,
+                                lm_width=width)
+    states = {"edema": "present", "cardiomegaly": "absent", "fracture": "uncertain", "pneumonia": "present"}
+    texts = [target_text(cxr_record(states, "PA", provenance()))] * 2
+    tokens = torch.randn(2, 9, 32)
+    batch = {"target_text": texts, "sample_seed": torch.tensor([3, 4])}
+    first = objective(tokens, tokens[:, 0], batch)["tok"]
+    objective(tokens, tokens[:, 0], {"target_text": texts})  # consumes the module's own generator
+    again = objective(tokens, tokens[:, 0], batch)["tok"]  # as after a resume: same seeds, same fields
+    assert again.item() == first.item()
+    other = [objective(tokens, tokens[:, 0], {**batch, "sample_seed": torch.tensor([s, s + 1])})["tok"].item()
+             for s in range(5, 12)]
+    assert any(o != first.item() for o in other), "field sampling ignores the sample seed"

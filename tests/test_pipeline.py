@@ -23,12 +23,16 @@ def test_tiny_dag_runs_every_stage_and_leaves_nothing_to_do(tiny_run):
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
     lock = (tiny_run / "dvc.lock").read_text()
     for stage in ("demo", "records", "images", "teacher_weights", "teacher@pretrained", "teacher@random",
-                  "pretrain@vivid", "pretrain@bce", "evaluate@vivid", "summarize"):
+                  "pretrain@vivid", "pretrain@bce", "evaluate@vivid", "summarize", "export"):
         assert f"{stage}:" in lock, f"stage {stage} missing from dvc.lock"
     summary = (tiny_run / "metrics" / "summary.md").read_text()
     assert "synthetic" in summary.lower()
     for run in ("vivid", "vivid_random", "bce", "state_classifier", "random_init"):
         assert run in summary
+    card = (tiny_run / "models" / "product" / "MODEL_CARD.md").read_text()
+    assert "`vivid`" in card and "timm.create_model" in card
+    assert (tiny_run / "models" / "product" / "backbone.safetensors").read_bytes() == (
+        tiny_run / "models" / "vivid" / "backbone.safetensors").read_bytes()
 
 
 def test_tiny_dag_metrics_are_small_json_tracked_by_git(tiny_run):

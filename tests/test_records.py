@@ -48,7 +48,6 @@ def test_chexpert_table_route_every_bad_row():
 
 
 def test_mimic_report_route_every_bad_report():
-    pytest.importorskip("vivid_med.extract")
     rec, rej = run("mimic", FX / "mimic", "reports")
     assert list(rec["image_id"]) == ["d1a", "d1b", "d7a"]
     assert reasons(rej) == {3: "empty_report", 4: "empty_report", 5: "no_usable_section", 6: "not_utf8",
@@ -75,7 +74,6 @@ def test_nih_and_openi():
     assert len(rec) == 4 and reasons(rej) == {5: "unknown_label", 6: "unknown_label", 7: "unknown_split",
                                                8: "missing_image", 9: "duplicate_image"}
     assert set(rec["split"]) == {"train", "test"}
-    pytest.importorskip("vivid_med.extract")
     rec, rej = run("openi", FX / "openi" / "r2gen")
     assert len(rec) == 2 and list(rej["reason"]) == ["empty_report", "empty_report", "missing_image"]
     rec, rej = run("openi", FX / "openi" / "ecgen")
@@ -143,7 +141,6 @@ def test_labels_route_checked():
 
 
 def test_stage_on_fixtures(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("vivid_med.extract")
     from stages.records import main
 
     (tmp_path / "params.yaml").write_text(
@@ -167,7 +164,6 @@ def test_stage_on_fixtures(tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_llm_route_keeps_rule_result_and_says_why():
     """A real (tiny, random) causal LM proposes garbage: rule states stand, the reason is in provenance."""
-    pytest.importorskip("vivid_med.extract.llm")
     from test_extract import _tiny_llama
 
     from vivid_med.extract.llm import LLMProposer
@@ -184,7 +180,6 @@ def test_llm_route_keeps_rule_result_and_says_why():
 
 
 def test_llm_provenance_names_adopted_fields():
-    pytest.importorskip("vivid_med.extract.llm")
     from vivid_med.extract import extract_report
     from vivid_med.extract.llm import merge, parse_proposal
     from vivid_med.reports import llm_provenance

@@ -25,7 +25,13 @@ def states(src, i):
 def test_chexpert_layout():
     src = read_chexpert(FX / "chexpert" / "CheXpert-v1.0-small")
     df = src.frame
-    assert len(df) == 10 and list(df["split"]) == ["train"] * 9 + ["val"]
+    # no official test labels: valid.csv is the test split and val is carved from train by patient
+    assert len(df) == 10 and df.loc[9, "split"] == "test"
+    assert set(df["split"][:9]) <= {"train", "val"}
+    by_patient = df[:9].groupby("patient_id")["split"].nunique()
+    assert (by_patient == 1).all()
+    with_val = read_chexpert(FX / "chexpert" / "CheXpert-v1.0-small", val_fraction=0.5).frame
+    assert (with_val["split"][:9] == "val").any() and (with_val["split"][:9] == "train").any()
     assert df.loc[0, "image_path"] == "train/patient00001/study1/view1_frontal.jpg"
     assert df.loc[0, "study_id"] == df.loc[1, "study_id"] == "patient00001/study1"
     assert list(df["view"][:3]) == ["AP", "LAT", "PA"]
@@ -118,3 +124,21 @@ def test_nih_real_label_table(shared_data, tmp_path):
     assert int((src.labels[:, col("pleural_effusion")] == 1).sum()) == 13317
     assert (src.labels[:, col("lung_lesion")] == 0).all()
     assert np.isin(src.labels[:, col("edema")], (1, 2)).all()
+
+
+def test_mimic_ids_that_would_escape_the_root_are_rejected_not_read(tmp_path):
+    import shutil
+
+    root = tmp_path / "mimic"
+    shutil.copytree(FX / "mimic", root)
+    (tmp_path / "secret.txt").write_text("FINDINGS: outside the dataset root")
+    meta = root / "mimic-cxr-2.0.0-metadata.csv"
+    lines = meta.read_text().splitlines()
+    first = lines[1].split(",")
+    first[2] = "../../../../secret"  # study_id column crafted to point outside the root
+    meta.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
+    df = read_mimic(root).frame
+    assert lines[0].split(",")[2] == "study_id"
+    row = df.loc[0]
+    assert row["reason"] == "missing_id" and "digits" in row["detail"]
+    assert row["report"] is None

@@ -24,11 +24,11 @@ def test_branch_param_change_shows_in_metrics_and_params_diff(tmp_path):
     git(repo, "branch", "-M", "main")
     git(repo, "checkout", "-qb", "fewer-steps")
 
-    out = dvc(repo, "exp", "run", "-S", "pretrain.runs.bce.lr_scale=0.5").stdout
+    out = dvc(repo, "exp", "run", "-S", "+pretrain.runs.bce.lr_head=5e-4").stdout
     assert "Running stage 'pretrain@bce'" in out
     assert "Running stage 'pretrain@vivid'" not in out, "a bce-only change must not retrain vivid"
 
     params = dvc(repo, "params", "diff", "main").stdout
-    assert "pretrain.runs.bce.lr_scale" in params
+    assert "pretrain.runs.bce.lr_head" in params
     metrics = dvc(repo, "metrics", "diff", "main").stdout
     assert "metrics/eval/bce.json" in metrics

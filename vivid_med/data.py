@@ -93,7 +93,7 @@ class PretrainDataset(Dataset):
         if self.transform is not None:
             torch.manual_seed(aug_seed)
             image = self.transform(image)
-        sample = {"image": image[0], "states": self.states[i],
+        sample = {"image": image[0], "states": self.states[i], "sample_seed": torch.tensor(aug_seed),
                   "target_row": self.target_rows[i] if self.target_rows is not None else torch.tensor(-1)}
         if self.texts is not None:
             sample["target_text"] = self.texts[i]

@@ -108,7 +108,8 @@ class VividOnlineLoss(Objective):
     def forward(self, tokens: Tensor, pooled: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
         z, attn = self.spd(tokens)
         prefix = self.projector(torch.cat([z, tokens], dim=1))  # [B, K+1+N, H]
-        out = dict(self.teacher(prefix, batch["target_text"]))
+        seeds = batch["sample_seed"].tolist() if "sample_seed" in batch else None
+        out = dict(self.teacher(prefix, batch["target_text"], seeds=seeds))
         orth = orthogonality_loss(attn)
         if orth is not None:
             out["tok"] = out["loss"]

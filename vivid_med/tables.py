@@ -129,11 +129,6 @@ def read_rejects(path: str | Path) -> pd.DataFrame:
     return read_table(path, REJECTS_SCHEMA)
 
 
-def empty_rejects() -> pd.DataFrame:
-    """A rejects frame with no rows and the right columns."""
-    return pd.DataFrame({n: pd.Series(dtype="int64" if n == "row" else "object") for n in REJECTS_SCHEMA.names})
-
-
 def synthetic_datasets(records_dir: str | Path, names) -> list[str]:
     """Those of ``names`` whose records info (``<records_dir>/<name>.json``) says they are synthetic (the demo)."""
     out = []

@@ -120,13 +120,11 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
 
 
 class CurveWriter:
-    """Plain CSV training curve (``step`` first); on resume, rows after the resumed step are dropped."""
+    """Plain CSV training curve (``step`` first). On resume the rows come from the checkpoint, since DVC deletes
+    a stage's (non-persistent) curve file before it reruns the stage."""
 
-    def __init__(self, path: Path | None, start: int) -> None:
-        self.path, self.rows = path, []
-        if path is not None and path.exists() and start > 0:
-            with path.open() as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+    def __init__(self, path: Path | None, rows: list[dict[str, float]]) -> None:
+        self.path, self.rows = path, list(rows)
         self._flush()
 
     def add(self, row: dict[str, float]) -> None:
@@ -166,7 +164,7 @@ def train(student: Student, dataset: Dataset, cfg: TrainConfig, ckpt_dir: Path, 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
     ckpt = Path(ckpt_dir) / "last.pt"
-    start, last_saved, last, wall_before = 0, None, {}, 0.0
+    start, last_saved, last, wall_before, curve_rows = 0, None, {}, 0.0, []
     state = load_checkpoint(ckpt, fingerprint)
     if state is not None:
         missing, unexpected = student.load_state_dict(state["model"], strict=False)
@@ -178,14 +176,14 @@ def train(student: Student, dataset: Dataset, cfg: TrainConfig, ckpt_dir: Path, 
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         start = last_saved = state["step"]
-        last, wall_before = state["log"]["last"], state["log"]["wall_s"]
+        last, wall_before, curve_rows = state["log"]["last"], state["log"]["wall_s"], state["log"]["curve"]
         if rank == 0:
             print(f"resuming from {ckpt} at step {start}/{cfg.steps}")
     model = DDP(student, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else student
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum, world, rank)
     loader = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate))
-    curve = CurveWriter(curve_path if rank == 0 else None, start)
+    curve = CurveWriter(curve_path if rank == 0 else None, curve_rows)
     in_chans = student.backbone.patch_embed.proj.in_channels
     t0, t_data = time.perf_counter(), 0.0
     model.train()
@@ -225,7 +223,7 @@ def train(student: Student, dataset: Dataset, cfg: TrainConfig, ckpt_dir: Path, 
             curve.add(last)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             if rank == 0:
-                log = {"last": last, "wall_s": wall_before + time.perf_counter() - t0}
+                log = {"last": last, "wall_s": wall_before + time.perf_counter() - t0, "curve": curve.rows}
                 save_checkpoint(ckpt, student, opt, sched, step + 1, fingerprint, log)
                 curve.flush()
             if world > 1:

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from vivid_med.imaging import MEAN, STD, to_tensor
+
 
 def input_spec(model: nn.Module) -> tuple[int, int]:
     """(image size, input channels) a timm ViT expects."""
@@ -23,8 +25,6 @@ def input_spec(model: nn.Module) -> tuple[int, int]:
 
 def prepare(images: np.ndarray, size: int, in_chans: int) -> torch.Tensor:
     """uint8 [B, H, W] -> normalised float [B, in_chans, size, size] (bilinear, antialiased resize)."""
-    from vivid_med.imaging import to_tensor
-
     x = to_tensor(np.ascontiguousarray(images))
     if x.ndim == 3:
         x = x.unsqueeze(1)
@@ -46,9 +46,13 @@ def extract(model: nn.Module, images: np.ndarray, batch_size: int = 128, desc: s
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
+#: Bump when the preprocessing or pooling of ``extract`` changes: cached features made before are then stale.
+FEATURE_VERSION = "1"
+
+
 def fingerprint(model: nn.Module, images: np.ndarray) -> str:
-    """sha256 over the backbone's weights and the image bytes (the cache key)."""
-    h = hashlib.sha256()
+    """sha256 over the feature code version, the backbone's weights and the image bytes (the cache key)."""
+    h = hashlib.sha256(f"{FEATURE_VERSION}:{MEAN}:{STD}".encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())

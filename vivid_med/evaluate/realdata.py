@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from vivid_med.evaluate.transfer import NIH_LABELS, nih_label_matrix
 from vivid_med.sources.base import ImageSet, safe_join
-from vivid_med.sources.cxr import split_patients
+from vivid_med.sources.base import split_patients
 
 PATIENT_SPLIT = {"train": 0.7, "val": 0.1, "test": 0.2}
 

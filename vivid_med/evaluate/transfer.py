@@ -6,12 +6,6 @@ import numpy as np
 
 from vivid_med.fields import NIH_SHARED_FIELDS
 
-#: NIH ChestX-ray14 label names -> UMS field keys (the 8 labels NIH shares with CheXpert).
-NIH_LABEL_TO_FIELD: dict[str, str] = {
-    "No Finding": "no_finding", "Atelectasis": "atelectasis", "Cardiomegaly": "cardiomegaly",
-    "Consolidation": "consolidation", "Edema": "edema", "Effusion": "pleural_effusion",
-    "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax",
-}
 #: The 14 NIH labels (order of the NIH paper), for probes trained on NIH itself.
 NIH_LABELS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -43,7 +37,7 @@ def nih_label_matrix(finding_labels: list[str] | np.ndarray, labels: tuple[str, 
     out = np.zeros((len(finding_labels), len(labels)), np.float32)
     col = {name: j for j, name in enumerate(labels)}
     for i, s in enumerate(finding_labels):
-        for name in str(s).split("|"):
+        for name in (n.strip() for n in str(s).split("|")):
             if name not in known:
                 raise ValueError(f"NIH labels row {i}: unknown finding {name!r}")
             if name in col:

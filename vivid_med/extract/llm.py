@@ -55,7 +55,7 @@ def parse_proposal(raw: str) -> tuple[Proposal | None, str]:
         return None, f"invalid JSON: {str(e).splitlines()[0][:120]}"
     unknown = [k for k in prop.claims if k not in KEY_OF_DISPLAY or k == "No Finding"]
     if unknown:
-        return None, f"invalid JSON: unknown finding(s) {unknown[:3]}"
+        return None, f"invalid JSON: {len(unknown)} unknown finding key(s)"  # keys may be report words: not logged
     return prop, ""
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -36,11 +37,24 @@ class ImageSet:
             raise ValueError(f"{self.name}: unknown split(s) {sorted(bad)}; expected {SPLITS}")
         check_patient_splits(self.patient_ids, self.splits, self.name)
 
-    def subset(self, split: str) -> "ImageSet":
-        """The rows of one split (the split check still holds)."""
-        m = self.splits == split
-        return ImageSet(self.name, self.images[m], self.labels[m], self.patient_ids[m], self.splits[m],
-                        self.class_names, self.multilabel)
+
+def split_patients(patient_ids: pd.Series, fractions: dict[str, float], seed: int) -> pd.Series:
+    """Assign each patient to a split (seeded permutation of the sorted patient ids).
+
+    ``fractions`` maps split -> fraction of patients, in order; the last split takes the rest.
+    """
+    patients = np.array(sorted(set(patient_ids)), dtype=object)
+    order = np.random.default_rng(seed).permutation(len(patients))
+    assigned = np.empty(len(patients), dtype=object)
+    names = list(fractions)
+    start = 0
+    for name in names[:-1]:
+        n = int(round(fractions[name] * len(patients)))
+        assigned[order[start:start + n]] = name
+        start += n
+    assigned[order[start:]] = names[-1]
+    lookup = dict(zip(patients, assigned))
+    return patient_ids.map(lookup)
 
 
 def check_patient_splits(patient_ids: np.ndarray, splits: np.ndarray, what: str) -> None:

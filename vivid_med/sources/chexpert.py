@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from vivid_med.fields import DISPLAY_NAMES
+from vivid_med.sources.base import split_patients
 from vivid_med.sources.cxr import SourceRows, frame, label_codes, normalise_view, read_csv, reject_where
 from vivid_med.tables import Reason
 
@@ -43,8 +44,13 @@ def _one_file(root: Path, name: str, split: str) -> tuple[pd.DataFrame, np.ndarr
     return df, codes
 
 
-def read_chexpert(root: str | Path) -> SourceRows:
-    """All label files present under ``root`` (``train.csv`` required), in the order of ``CHEXPERT_FILES``."""
+def read_chexpert(root: str | Path, val_fraction: float = 0.05, seed: int = 0) -> SourceRows:
+    """All label files present under ``root`` (``train.csv`` required), in the order of ``CHEXPERT_FILES``.
+
+    Without official test labels (CheXpert-v1.0-small ships only train.csv and valid.csv), ``valid.csv``
+    becomes the test split and ``val_fraction`` of the train patients (seeded) the validation split, so that
+    probes select on val and report on the official radiologist-labelled set.
+    """
     root = Path(root)
     if not (root / "train.csv").is_file():
         raise FileNotFoundError(f"{root}: no train.csv (expected the CheXpert-v1.0(-small) folder)")
@@ -57,4 +63,10 @@ def read_chexpert(root: str | Path) -> SourceRows:
         df, c = _one_file(root, name, split)
         frames.append(df)
         codes.append(c)
-    return SourceRows("chexpert", root, pd.concat(frames, ignore_index=True), np.concatenate(codes))
+    rows = pd.concat(frames, ignore_index=True)
+    if not seen_test:
+        train = rows["split"] == "train"
+        rows.loc[rows["split"] == "val", "split"] = "test"
+        rows.loc[train, "split"] = split_patients(rows.loc[train, "patient_id"], {"val": val_fraction, "train": 1.0},
+                                                  seed)
+    return SourceRows("chexpert", root, rows, np.concatenate(codes))

@@ -114,25 +114,6 @@ def normalise_split(values: pd.Series) -> pd.Series:
     return map_values(values, lambda v: _SPLITS.get(str(v or "").strip().lower()))
 
 
-def split_patients(patient_ids: pd.Series, fractions: dict[str, float], seed: int) -> pd.Series:
-    """Assign each patient to a split (seeded permutation of the sorted patient ids).
-
-    ``fractions`` maps split -> fraction of patients, in order; the last split takes the rest.
-    """
-    patients = np.array(sorted(set(patient_ids)), dtype=object)
-    order = np.random.default_rng(seed).permutation(len(patients))
-    assigned = np.empty(len(patients), dtype=object)
-    names = list(fractions)
-    start = 0
-    for name in names[:-1]:
-        n = int(round(fractions[name] * len(patients)))
-        assigned[order[start:start + n]] = name
-        start += n
-    assigned[order[start:]] = names[-1]
-    lookup = dict(zip(patients, assigned))
-    return patient_ids.map(lookup)
-
-
 def read_report(path: Path) -> tuple[str | None, str | None]:
     """(text, None), or (None, reason value) when the file is missing or its bytes are not UTF-8."""
     try:

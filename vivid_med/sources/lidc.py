@@ -24,6 +24,7 @@ import pydicom
 from PIL import Image
 
 from vivid_med.sources.base import SPLITS, ImageSet
+from vivid_med.sources.base import split_patients as split_patient_ids
 from vivid_med.ums import UMSRecord, ct_record, provenance
 
 NS = "http://www.nih.gov"
@@ -62,12 +63,8 @@ def split_patients(patients: list[str], fractions: tuple[float, float, float], s
     """Seeded patient-level split: {patient: 'train'|'val'|'test'} in proportions ``fractions``."""
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"split fractions {fractions} must be 3 non-negative numbers summing to 1")
-    uniq = sorted(set(patients))
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    n_train = int(round(fractions[0] * len(uniq)))
-    n_val = int(round(fractions[1] * len(uniq)))
-    cut = [n_train, n_train + n_val]
-    return {uniq[i]: SPLITS[int(np.searchsorted(cut, k, side="right"))] for k, i in enumerate(order)}
+    uniq = pd.Series(sorted(set(patients)))
+    return dict(zip(uniq, split_patient_ids(uniq, dict(zip(SPLITS, fractions)), seed)))
 
 
 # ---------------------------------------------------------------- XML

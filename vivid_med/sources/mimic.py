@@ -70,13 +70,18 @@ def read_mimic(root: str | Path, labels: str = "reports", reports_root: str | Pa
         raise ValueError(f"{meta_path}: missing column(s) {need}")
     split_table = read_csv(find_file(root, (SPLIT,))).drop_duplicates("dicom_id")
     split = normalise_split(meta["dicom_id"].map(split_table.set_index("dicom_id")["split"]))
-    study_dir = _study_dir(meta["subject_id"].str.strip(), meta["study_id"].str.strip())
-    reports = {s: read_report(reports_root / f"{s}.txt") for s in study_dir.unique()}
+    subject, study = meta["subject_id"].str.strip(), meta["study_id"].str.strip()
+    numeric = (subject.str.fullmatch(r"\d+") & study.str.fullmatch(r"\d+")).fillna(False).to_numpy(bool)
+    study_dir = _study_dir(subject, study)
+    # ids build the report path: only all-digit ids (MIMIC's) are read, so a crafted id cannot leave the root
+    reports = {s: (read_report(reports_root / f"{s}.txt") if ok else (None, Reason.MISSING_ID.value))
+               for s, ok in zip(study_dir, numeric)}
     df = frame(source_file=[meta_path.name] * len(meta), row=np.arange(1, len(meta) + 1),
                study_id=meta["study_id"].str.strip(), patient_id=meta["subject_id"].str.strip(),
                image_id=meta["dicom_id"].str.strip(), image_path=study_dir + "/" + meta["dicom_id"] + ".jpg",
                view=normalise_view(meta["ViewPosition"]), split=split,
                report=study_dir.map(lambda s: reports[s][0]), report_issue=study_dir.map(lambda s: reports[s][1]))
+    reject_where(df, ~numeric, Reason.MISSING_ID, "subject_id and study_id must be digits")
     reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, f"not a known split in {SPLIT}")
     codes = None
     if labels == "table":

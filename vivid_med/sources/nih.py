@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from vivid_med.fields import FIELDS
-from vivid_med.sources.cxr import SourceRows, find_file, frame, normalise_view, read_csv, reject_where, split_patients
+from vivid_med.sources.base import split_patients
+from vivid_med.sources.cxr import SourceRows, find_file, frame, normalise_view, read_csv, reject_where
 from vivid_med.tables import Reason
 
 #: NIH finding -> UMS field (the 8 labels both share; method.md section 5). ``No Finding`` is its own label.

