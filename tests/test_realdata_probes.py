@@ -2,7 +2,7 @@
 
 Backbones: every exported run in models/ (the demo-pretrained ones) and a random-init ViT.
 Run: `make test-realdata` or `pytest -m realdata -s tests/test_realdata_probes.py` (prints the table;
-set VIVID_REALDATA_OUT=path.json to keep the numbers).
+set VIVID_REALDATA_OUT=path.json to keep the numbers, VIVID_REALDATA_BACKBONES=vivid,bce to choose backbones).
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def backbones() -> dict[str, torch.nn.Module]:
     from vivid_med.student.backbone import BackboneConfig, create_backbone
     from vivid_med.student.export import load_backbone
 
-    out = {p.name: load_backbone(p) for p in sorted((REPO / "models").glob("*")) if (p / "config.json").exists()}
+    chosen = os.environ.get("VIVID_REALDATA_BACKBONES")  # e.g. "vivid,bce,random_init"; default: every run
+    runs = [p for p in sorted((REPO / "models").glob("*")) if (p / "config.json").exists() and p.name != "product"]
+    out = {p.name: load_backbone(p) for p in runs if not chosen or p.name in chosen.split(",")}
     torch.manual_seed(0)
     out.setdefault("random_init", create_backbone(BackboneConfig()).eval())
     return out
