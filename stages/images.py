@@ -15,7 +15,7 @@ from pathlib import Path
 
 from stages._params import load_section
 from vivid_med.imaging import build_store
-from vivid_med.tables import read_records
+from vivid_med.tables import counts_line, read_records
 
 RECORDS = Path("data/records")
 OUT = Path("data/images")
@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(OUT / name, ignore_errors=True)
         counts = build_store(records, root, OUT / name, int(params["size"]), window, int(params.get("workers", 1)))
         metrics[name] = {**counts, "synthetic": info.get("synthetic", False)}
-        print(f"images {name}: {counts['input']} input = {counts['accepted']} accepted + {counts['rejected']} "
-              f"rejected {counts['rejects_by_reason']}")
+        print(f"images {name}: {counts_line(counts)}")
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 

@@ -16,7 +16,7 @@ from vivid_med.sources.base import is_synthetic
 from vivid_med.fields import check_fields
 from vivid_med.records import build_records, load_source, summary
 from vivid_med.reports import TextExtractor
-from vivid_med.tables import write_records, write_rejects
+from vivid_med.tables import counts_line, write_records, write_rejects
 from vivid_med.ums import SCHEMA_VERSION
 
 OUT = Path("data/records")
@@ -47,8 +47,7 @@ def main() -> None:
                 "target_fields": list(fields), **counts}
         (OUT / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
         metrics[name] = counts
-        print(f"records {name}: {counts['input']} input = {counts['accepted']} accepted + {counts['rejected']} "
-              f"rejected {counts['rejects_by_reason']}")
+        print(f"records {name}: {counts_line(counts)}")
     METRICS.parent.mkdir(parents=True, exist_ok=True)
     METRICS.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 

@@ -137,3 +137,9 @@ def synthetic_datasets(records_dir: str | Path, names) -> list[str]:
         if info.exists() and json.loads(info.read_text()).get("synthetic", False):
             out.append(name)
     return sorted(out)
+
+
+def counts_line(counts: dict) -> str:
+    """'N input = A accepted + R rejected {reason: n}': the line every stage that can reject prints."""
+    return (f"{counts['input']} input = {counts['accepted']} accepted + {counts['rejected']} rejected "
+            f"{counts['rejects_by_reason']}")
