@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from stages._params import load_section
-from vivid_med.evaluate.features import cached_features, spd_attention_maps
+from vivid_med.evaluate.features import RowView, cached_features, spd_attention_maps
 from vivid_med.evaluate.metrics import rounded
 from vivid_med.evaluate.plots import embedding_2d, finding_groups, roc_points
 from vivid_med.evaluate.probes import ProbeConfig, check_selection_split, encode_states
@@ -26,8 +26,8 @@ from vivid_med.sources.base import ImageSet, check_patient_splits, is_synthetic
 from vivid_med.tables import read_records, synthetic_datasets
 
 
-def load_records(name: str, views: list[str] | None) -> tuple[pd.DataFrame, np.ndarray]:
-    """Records of data/records/<name>.parquet (optionally only some views) and their uint8 images."""
+def load_records(name: str, views: list[str] | None) -> tuple[pd.DataFrame, RowView]:
+    """Records of data/records/<name>.parquet (optionally only some views) and a lazy view of their images."""
     df = read_records(Path("data/records") / f"{name}.parquet")
     if views:
         df = df[df["view"].isin(views)]
@@ -37,7 +37,7 @@ def load_records(name: str, views: list[str] | None) -> tuple[pd.DataFrame, np.n
     if not have.all():
         warnings.warn(f"{name}: {int((~have).sum())} records have no stored image (see data/images/{name}/rejects.parquet)")
     df = df[have].reset_index(drop=True)
-    return df, np.asarray(store.pixels[store.rows(df["image_id"].tolist())])
+    return df, RowView(store.pixels, store.rows(df["image_id"].tolist()))
 
 
 def load_image_set(spec: dict) -> ImageSet:

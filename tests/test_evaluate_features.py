@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from vivid_med.evaluate.features import cached_features, extract, input_spec, spd_attention_maps
+from vivid_med.evaluate.features import RowView, cached_features, extract, fingerprint, input_spec, spd_attention_maps
 from vivid_med.student.export import ExportedStudent
 from vivid_med.student.spd import SPD
 
@@ -51,3 +51,14 @@ def test_spd_attention_maps_cover_the_patch_grid(vit):
     maps = spd_attention_maps(ExportedStudent(vit, SPD(vit.num_features, groups=3, queries=2, heads=4)).eval(), imgs)
     assert maps.shape == (2, 3, 4, 4) and (maps >= 0).all() and maps.sum(axis=(2, 3)).max() <= 1.0 + 1e-5
     assert spd_attention_maps(ExportedStudent(vit, None), imgs) is None
+
+
+def test_row_view_of_a_memmap_gives_the_features_and_cache_key_of_the_loaded_rows(vit, tmp_path):
+    pixels = np.lib.format.open_memmap(tmp_path / "pixels.npy", mode="w+", dtype=np.uint8, shape=(12, 32, 32))
+    pixels[:] = np.random.default_rng(1).integers(0, 255, pixels.shape, dtype=np.uint8)
+    rows = np.array([7, 2, 9, 0, 11])
+    view, loaded = RowView(np.load(tmp_path / "pixels.npy", mmap_mode="r"), rows), np.asarray(pixels[rows])
+    assert len(view) == 5 and view.shape == loaded.shape
+    np.testing.assert_array_equal(view[np.array([1, 3])], loaded[[1, 3]])
+    assert fingerprint(vit, view, chunk=2) == fingerprint(vit, loaded)
+    np.testing.assert_array_equal(extract(vit, view, batch_size=2), extract(vit, loaded, batch_size=2))

@@ -33,8 +33,28 @@ def prepare(images: np.ndarray, size: int, in_chans: int) -> torch.Tensor:
     return x.expand(-1, in_chans, -1, -1) if x.shape[1] != in_chans else x
 
 
+class RowView:
+    """Lazy view of some rows of a memory-mapped image store: uint8 [N, H, W] read a batch at a time, so a
+    dataset of any size is never loaded into memory whole. Supports ``len``, ``.shape`` and indexing by a slice
+    or an index array (returns an ndarray)."""
+
+    def __init__(self, pixels: np.ndarray, rows: np.ndarray) -> None:
+        self.pixels, self.rows = pixels, np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.pixels.shape[1:])
+
+    def __getitem__(self, index) -> np.ndarray:
+        return np.asarray(self.pixels[self.rows[index]])
+
+
 @torch.no_grad()
-def extract(model: nn.Module, images: np.ndarray, batch_size: int = 128, desc: str = "features") -> np.ndarray:
+def extract(model: nn.Module, images: np.ndarray | RowView, batch_size: int = 128,
+            desc: str = "features") -> np.ndarray:
     """Pooled (pre-logits) features float32 [N, D] of uint8 images [N, H, W]; model in eval mode."""
     model.eval()
     size, chans = input_spec(model)
@@ -50,18 +70,21 @@ def extract(model: nn.Module, images: np.ndarray, batch_size: int = 128, desc: s
 FEATURE_VERSION = "1"
 
 
-def fingerprint(model: nn.Module, images: np.ndarray) -> str:
-    """sha256 over the feature code version, the backbone's weights and the image bytes (the cache key)."""
+def fingerprint(model: nn.Module, images: np.ndarray | RowView, chunk: int = 4096) -> str:
+    """sha256 over the feature code version, the backbone's weights and the image bytes (the cache key);
+    images are read ``chunk`` at a time (the same bytes, in order, as the whole array)."""
     h = hashlib.sha256(f"{FEATURE_VERSION}:{MEAN}:{STD}".encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    h.update(str(images.shape).encode())
-    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(str(tuple(images.shape)).encode())
+    for i in range(0, len(images), chunk):
+        h.update(np.ascontiguousarray(images[i:i + chunk]).tobytes())
     return h.hexdigest()
 
 
-def cached_features(path: str | Path, model: nn.Module, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+def cached_features(path: str | Path, model: nn.Module, images: np.ndarray | RowView,
+                    batch_size: int = 128) -> np.ndarray:
     """Features [N, D] from ``path`` when its fingerprint matches, else extracted and written there."""
     path = Path(path)
     key = fingerprint(model, images)
