@@ -24,7 +24,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from tqdm.auto import tqdm
 
 from vivid_med.sources.base import safe_join
-from vivid_med.tables import read_table, write_table
+from vivid_med.tables import Reason, read_table, write_table
 from vivid_med.ums import SCHEMA_VERSION
 
 MEAN, STD = 0.5, 0.25
@@ -32,13 +32,10 @@ RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", "")   # DICOM files often have no extension
 
-#: Reason codes of an image rejects table (the first three as in ``vivid_med.tables.Reason``).
-MISSING_IMAGE = "missing_image"          # no file at image_path (or an empty image_path)
-PATH_OUTSIDE_ROOT = "path_outside_root"  # image_path escapes the dataset root
-DUPLICATE_IMAGE = "duplicate_image"      # an image_id seen earlier in the records
-UNREADABLE_IMAGE = "unreadable_image"    # not a readable file, an unsupported type, or a frame out of range
-CORRUPT_IMAGE = "corrupt_image"          # the decoder failed on the file's bytes
-REASONS = (MISSING_IMAGE, PATH_OUTSIDE_ROOT, DUPLICATE_IMAGE, UNREADABLE_IMAGE, CORRUPT_IMAGE)
+#: Reason codes of an image rejects table (members of ``vivid_med.tables.Reason``).
+MISSING_IMAGE, PATH_OUTSIDE_ROOT, DUPLICATE_IMAGE, UNREADABLE_IMAGE, CORRUPT_IMAGE = (
+    r.value for r in (Reason.MISSING_IMAGE, Reason.PATH_OUTSIDE_ROOT, Reason.DUPLICATE_IMAGE,
+                      Reason.UNREADABLE_IMAGE, Reason.CORRUPT_IMAGE))
 
 _META = {"vivid_med.schema_version": SCHEMA_VERSION}
 INDEX_SCHEMA = pa.schema([pa.field("image_id", pa.string(), nullable=False),

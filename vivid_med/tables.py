@@ -31,6 +31,8 @@ class Reason(str, Enum):
     CONFLICTING_LABELS = "conflicting_labels"  # one study, different labels
     MISSING_IMAGE = "missing_image"          # image file not found under the dataset root
     PATH_OUTSIDE_ROOT = "path_outside_root"  # image path escapes the dataset root
+    UNREADABLE_IMAGE = "unreadable_image"    # not a readable file, an unsupported type, or a frame out of range
+    CORRUPT_IMAGE = "corrupt_image"          # the decoder failed on the file's bytes
     INVALID_RECORD = "invalid_record"        # the UMS validator refused the record
 
 
