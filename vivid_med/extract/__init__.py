@@ -17,6 +17,6 @@ from .lexicon import load_lexicon
 from .verify import verify
 
 #: Bumped whenever rules or lexicon change the output (recorded in provenance by consumers).
-EXTRACTOR_VERSION = f"rules-1.1+lexicon-{load_lexicon().version}"
+EXTRACTOR_VERSION = f"rules-2.0+lexicon-{load_lexicon().version}"
 
 __all__ = ["EXTRACTOR_VERSION", "Evidence", "ExtractionResult", "extract_report", "verify"]

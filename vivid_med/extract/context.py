@@ -1,9 +1,23 @@
-"""ConText-style negation and uncertainty scopes over one sentence's triggers.
+"""ConText-style negation, uncertainty and hypothetical scopes over one sentence's triggers.
 
-A mention's state is decided by, in order: a negation/uncertainty trigger overlapping the mention ("heart is not
-enlarged"), the nearest pre-trigger before it within its clause (a terminator such as "but", ";" or
-"there is" closes the scope; pseudo-negations such as "no change" are skipped), then the nearest post-trigger
-after it within ``POST_WINDOW`` characters ("pneumothorax is not seen", "effusion cannot be excluded").
+A mention's state is decided by, in order:
+
+1. a trigger overlapping the mention ("heart is not enlarged", "borderline heart size");
+2. the triggers before it in its sentence, walking back: a *hypothetical* pre-trigger ("differential includes",
+   "could obscure", "if", "to exclude") makes the mention blank (``None``: not a statement about the patient) up to
+   a strong terminator ("but", "however", ";"); the nearest negation/uncertainty pre-trigger decides unless a
+   terminator ("there is", "with", "which", ", mild ...") closed its scope first. Pseudo-triggers ("no change",
+   "not only") match first and neutralise the words inside them;
+3. the triggers after it within ``POST_WINDOW`` characters: a hypothetical post-trigger ("is in the
+   differential", "nipple shadow") blanks it; the first negation/uncertainty post-trigger ("is not seen",
+   "cannot be excluded", "is within normal limits") decides, but not across a comma that starts a new clause:
+   in "left basilar opacity, heart size is normal" the "is normal" belongs to "heart size". A comma list that
+   ends in a conjunction ("effusion, consolidation, or pneumothorax is not seen") is one subject.
+
+Mention kinds (``schema/lexicon.yaml``): a ``mention`` takes the state above; a ``hedged`` mention names a sign
+CheXpert codes as uncertain evidence of the finding ("vascular congestion" for edema), so its affirmed state is
+uncertain; a ``normal`` mention states the finding absent ("heart size is normal") unless a hypothetical scope
+blanks it.
 """
 
 from __future__ import annotations
@@ -11,33 +25,69 @@ from __future__ import annotations
 PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"
 POST_WINDOW = 60
 
+#: Mention kinds (lexicon groups); ``exclude`` matches are consumed and never reach the context.
+MENTION, NORMAL, HEDGED, EXCLUDE = "mention", "normal", "hedged", "exclude"
+
 _NEG = {"negation_pre", "negation_post"}
 _UNC = {"uncertain_pre", "uncertain_post"}
+_HYP = {"hypothetical_pre", "hypothetical_post"}
+_PRE = {"negation_pre", "uncertain_pre", "hypothetical_pre"}
 
 
-def mention_state(start: int, end: int, triggers: list[tuple[int, int, str]]) -> tuple[str, str]:
-    """``(state, cue)`` of the mention ``[start, end)`` given the triggers of its sentence (text order).
+def mention_state(start: int, end: int, triggers: list[tuple[int, int, str]],
+                  kind: str = MENTION) -> tuple[str | None, str]:
+    """``(state, cue)`` of the mention ``[start, end)`` of ``kind`` given its sentence's triggers (text order).
 
-    ``cue`` names what decided it: ``"affirmed"``, or ``"<trigger kind>@<offset>"``.
+    ``state`` is None when the mention is hypothetical (blank). ``cue`` names what decided it: ``"affirmed"``,
+    ``"normal phrase"`` or ``"<trigger kind>@<offset>"``.
     """
-    inside = [t for t in triggers if t[0] < end and t[1] > start and (t[2] in _NEG or t[2] in _UNC)]
+    st, cue = _context(start, end, triggers)
+    if st is None:
+        return None, cue
+    if kind == NORMAL:
+        return ABSENT, "normal phrase"
+    if kind == HEDGED and st == PRESENT:
+        return UNCERTAIN, "hedged mention"
+    return st, cue
+
+
+def _context(start: int, end: int, triggers: list[tuple[int, int, str]]) -> tuple[str | None, str]:
+    inside = [t for t in triggers if t[0] < end and t[1] > start and (t[2] in _NEG or t[2] in _UNC or t[2] in _HYP)]
     if inside:
-        t = next((t for t in inside if t[2] in _UNC), inside[0])
-        return (UNCERTAIN if t[2] in _UNC else ABSENT), f"{t[2]}@{t[0]}"
+        t = (next((t for t in inside if t[2] in _HYP), None) or next((t for t in inside if t[2] in _UNC), None)
+             or inside[0])
+        return (None if t[2] in _HYP else UNCERTAIN if t[2] in _UNC else ABSENT), f"{t[2]}@{t[0]}"
+    found: tuple[str, str] | None = None
+    closed = False
     for t in reversed([t for t in triggers if t[1] <= start]):
         kind = t[2]
-        if kind == "terminators":
+        if kind == "strong_terminators":
             break
-        if kind in _UNC:
-            return UNCERTAIN, f"{kind}@{t[0]}"
-        if kind == "negation_pre":
-            return ABSENT, f"{kind}@{t[0]}"
+        if kind == "hypothetical_pre":
+            return None, f"{kind}@{t[0]}"
+        if found is not None or closed:
+            continue  # keep walking back only to find a hypothetical scope
+        if kind == "terminators":
+            closed = True
+        elif kind in _UNC:
+            found = (UNCERTAIN, f"{kind}@{t[0]}")
+        elif kind == "negation_pre":
+            found = (ABSENT, f"{kind}@{t[0]}")
+    if found is not None:
+        return found
+    blocked = False
     for t in (t for t in triggers if t[0] >= end):
         kind = t[2]
-        if kind == "terminators" or t[0] - end > POST_WINDOW or kind in ("negation_pre", "uncertain_pre"):
+        if kind in ("terminators", "strong_terminators") or t[0] - end > POST_WINDOW or kind in _PRE:
             break
-        if kind == "uncertain_post":
-            return UNCERTAIN, f"{kind}@{t[0]}"
-        if kind == "negation_post":
-            return ABSENT, f"{kind}@{t[0]}"
+        if kind == "comma":
+            blocked = True
+        elif kind == "listcomma":
+            blocked = False
+        elif kind == "hypothetical_post":
+            return None, f"{kind}@{t[0]}"
+        elif kind in ("uncertain_post", "negation_post"):
+            if blocked:
+                break
+            return (UNCERTAIN if kind == "uncertain_post" else ABSENT), f"{kind}@{t[0]}"
     return PRESENT, "affirmed"

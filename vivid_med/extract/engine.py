@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from vivid_med.fields import FIELDS
 
 from .context import ABSENT, PRESENT, UNCERTAIN, mention_state
-from .lexicon import NORMAL, Lexicon, load_lexicon, normalise
+from .lexicon import Lexicon, load_lexicon, normalise
 from .sections import find_sections
 from .sentences import split_sentences
 
@@ -74,13 +74,10 @@ def extract_report(text: str, lexicon: Lexicon | None = None, hierarchy: bool = 
     for si, (a, b) in enumerate(sents):
         for f in lex.sentence_fields(sent_norm[si]):  # fast gate: only fields with an anchor in the sentence
             for ms, me, kind in lex.mentions(norm, f, a, b):
-                if kind == NORMAL:
-                    st, cue = ABSENT, "normal phrase"
-                else:
-                    if si not in trig_cache:
-                        trig_cache[si] = lex.triggers(norm, a, b)
-                    st, cue = mention_state(ms, me, trig_cache[si])
-                if RANK[st] > RANK[states[f]]:
+                if si not in trig_cache:
+                    trig_cache[si] = lex.triggers(norm, a, b)
+                st, cue = mention_state(ms, me, trig_cache[si], kind)
+                if RANK[st] > RANK[states[f]]:  # a hypothetical (None) mention never wins
                     states[f] = st
                     evidence[f] = Evidence(si, ms, me, a, b)
                     prov[f] = cue

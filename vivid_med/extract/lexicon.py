@@ -13,11 +13,16 @@ from vivid_med.fields import FIELDS, check_fields
 
 LEXICON_PATH = Path(__file__).resolve().parents[2] / "schema" / "lexicon.yaml"
 
-#: Mention kinds: a ``mention`` asserts the finding (context decides its state), ``normal`` states it is absent,
-#: ``exclude`` consumes look-alikes that are not the finding ("calcified nodules", "pericardial effusion").
-MENTION, NORMAL, EXCLUDE = "mention", "normal", "exclude"
-#: Trigger kinds, in the order their alternatives are tried at one position (pseudo-negations first).
-TRIGGER_KINDS = ("pseudo", "uncertain_post", "uncertain_pre", "negation_post", "negation_pre", "terminators")
+from .context import EXCLUDE, HEDGED, MENTION, NORMAL
+
+#: Mention kinds: a ``mention`` asserts the finding (context decides its state), ``hedged`` names a sign that is
+#: uncertain evidence of it ("vascular congestion" for edema), ``normal`` states it is absent, ``exclude``
+#: consumes look-alikes that are not the finding ("pericardial effusion", "breast mass").
+MENTION_KINDS = (EXCLUDE, MENTION, HEDGED, NORMAL)
+#: Trigger kinds, in the order their alternatives are tried at one position (pseudo-triggers first). Phrases
+#: starting with a letter get word boundaries; punctuation phrases (";", ",") are used as written.
+TRIGGER_KINDS = ("pseudo", "hypothetical_post", "hypothetical_pre", "uncertain_post", "uncertain_pre",
+                 "negation_post", "negation_pre", "strong_terminators", "terminators", "listcomma", "comma")
 
 _DEID = re.compile(r"X{2,}|_{2,}")
 _TOKEN = re.compile(r"-a-|[a-z]+")
@@ -69,28 +74,29 @@ class Lexicon:
 
     def triggers(self, norm: str, start: int, end: int) -> list[tuple[int, int, str]]:
         """``(start, end, kind)`` of every context trigger in ``norm[start:end]``, in text order."""
-        return [(m.start(), m.end(), "terminators" if m.lastgroup == "punct" else m.lastgroup)
-                for m in self.trigger_pattern.finditer(norm, start, end)]
+        return [(m.start(), m.end(), m.lastgroup) for m in self.trigger_pattern.finditer(norm, start, end)]
 
 
 def _field_regex(spec: dict) -> re.Pattern:
     alts = []
-    for kind, key in ((EXCLUDE, "exclude"), (MENTION, "mentions"), (NORMAL, "normal")):
+    for kind, key in ((EXCLUDE, "exclude"), (MENTION, "mentions"), (HEDGED, "hedged"), (NORMAL, "normal")):
         for i, p in enumerate(spec.get(key, []) or []):
             alts.append(f"(?P<{kind}_{i}>{_phrase(p)})")
     return re.compile(r"(?<![\w-])(?:" + "|".join(alts) + r")(?![\w-])")
 
 
 def _trigger_regex(spec: dict) -> re.Pattern:
-    """One alternation: word triggers (kinds in TRIGGER_KINDS order) inside shared word boundaries, then
-    punctuation terminators (";", ":", ", mild ...") as the group ``punct``."""
-    words, punct = [], []
+    """One alternation of named groups, one per trigger kind in TRIGGER_KINDS order; word phrases inside word
+    boundaries, punctuation phrases as written."""
+    groups = []
     for kind in TRIGGER_KINDS:
-        ps = [_phrase(p) for p in spec[kind]]
-        punct += [p for p in ps if not p[0].isalpha() and not p.startswith("(")]
-        body = "|".join(p for p in ps if p[0].isalpha() or p.startswith("("))
-        words.append(f"(?P<{kind}>{body})")
-    return re.compile(r"(?<!\w)(?:" + "|".join(words) + r")(?!\w)|(?P<punct>" + "|".join(punct) + ")")
+        alts = []
+        for p in spec.get(kind, []) or []:
+            frag = _phrase(p)
+            alts.append(rf"(?<!\w)(?:{frag})(?!\w)" if p[0].isalpha() or p.startswith("(") else frag)
+        if alts:
+            groups.append(f"(?P<{kind}>" + "|".join(alts) + ")")
+    return re.compile("|".join(groups))
 
 
 @lru_cache(maxsize=4)

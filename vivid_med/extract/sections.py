@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 
-#: Headers the extractor recognises; only the USABLE ones are read.
+_NAMES = (r"findings and impressions?|findings|impressions?|conclusions?|comparisons?|indications?|history"
+          r"|clinical history|technique|examination|exam|reason for (?:exam|study)|recommendations?|notification"
+          r"|comments?|procedure")
+#: Headers the extractor recognises (only the USABLE ones are read): any case at a line start or after a full
+#: stop, or upper case anywhere after whitespace ("... no effusion IMPRESSION: normal chest").
 _HEADER = re.compile(
-    r"(?im)(?:^|(?<=[.\n]))[ \t]*(findings and impressions?|findings|impressions?|conclusions?|comparison|indications?"
-    r"|history|clinical history|technique|examination|exam|reason for (?:exam|study)|recommendations?|notification"
-    r"|comments?|procedure)[ \t]*:"
+    rf"(?m)(?:(?:^|(?<=[.\n]))[ \t]*(?i:(?P<name>{_NAMES}))|(?<=\s)(?P<upper>{_NAMES.upper().replace('(?:', '(?:')}))"
+    r"[ \t]*:"
 )
 USABLE = {"findings": "findings", "findings and impression": "findings", "findings and impressions": "findings",
           "impression": "impression", "impressions": "impression", "conclusion": "impression",
@@ -27,7 +30,7 @@ def find_sections(text: str) -> tuple[list[tuple[str, int, int]], bool]:
         return ([("findings", 0, len(text))] if text.strip() else []), False
     out = []
     for h, nxt in zip(heads, heads[1:] + [None]):
-        name = USABLE.get(" ".join(h.group(1).lower().split()))
+        name = USABLE.get(" ".join((h.group("name") or h.group("upper")).lower().split()))
         end = nxt.start() if nxt is not None else len(text)
         if name and text[h.end():end].strip():
             out.append((name, h.end(), end))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from vivid_med.fields import FIELDS, STATES
 
-from .context import ABSENT, mention_state
+from .context import mention_state
 from .engine import NOT_PATHOLOGY, POSITIVE, ExtractionResult
-from .lexicon import NORMAL, Lexicon, load_lexicon, normalise
+from .lexicon import Lexicon, load_lexicon, normalise
 from .sections import find_sections
 from .sentences import split_sentences
 
@@ -26,7 +26,9 @@ def span_states(text: str, norm: str, lex: Lexicon, field: str, a: int, b: int, 
         if f not in lex.field_patterns:
             continue
         for ms, me, kind in lex.mentions(norm, f, a, b):
-            out.add(ABSENT if kind == NORMAL else mention_state(ms, me, trig)[0])
+            st = mention_state(ms, me, trig, kind)[0]
+            if st is not None:  # hypothetical mentions support no state
+                out.add(st)
     return out
 
 
