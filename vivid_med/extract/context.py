@@ -17,7 +17,8 @@ A mention's state is decided by, in order:
 Mention kinds (``schema/lexicon.yaml``): a ``mention`` takes the state above; a ``hedged`` mention names a sign
 CheXpert codes as uncertain evidence of the finding ("vascular congestion" for edema), so its affirmed state is
 uncertain; a ``normal`` mention states the finding absent ("heart size is normal") unless a hypothetical scope
-blanks it.
+blanks it; a ``weak`` mention is an indirect sign ("costophrenic angle blunting" for effusion) that takes its
+context like a mention but only decides the field when no other mention of it does (the engine's job).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"
 POST_WINDOW = 60
 
 #: Mention kinds (lexicon groups); ``exclude`` matches are consumed and never reach the context.
-MENTION, NORMAL, HEDGED, EXCLUDE = "mention", "normal", "hedged", "exclude"
+MENTION, NORMAL, HEDGED, WEAK, EXCLUDE = "mention", "normal", "hedged", "weak", "exclude"
 
 _NEG = {"negation_pre", "negation_post"}
 _UNC = {"uncertain_pre", "uncertain_post"}

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from vivid_med.fields import FIELDS
 
-from .context import ABSENT, PRESENT, UNCERTAIN, mention_state
+from .context import ABSENT, PRESENT, UNCERTAIN, WEAK, mention_state
 from .lexicon import Lexicon, load_lexicon, normalise
 from .sections import find_sections
 from .sentences import split_sentences
@@ -71,16 +71,23 @@ def extract_report(text: str, lexicon: Lexicon | None = None, hierarchy: bool = 
     states: dict[str, str | None] = {f: None for f in FIELDS}
     evidence: dict[str, Evidence] = {}
     prov: dict[str, str] = {}
+    weak: dict[str, tuple[str, Evidence, str]] = {}  # indirect signs: used only where nothing else decided
     for si, (a, b) in enumerate(sents):
         for f in lex.sentence_fields(sent_norm[si]):  # fast gate: only fields with an anchor in the sentence
             for ms, me, kind in lex.mentions(norm, f, a, b):
                 if si not in trig_cache:
                     trig_cache[si] = lex.triggers(norm, a, b)
                 st, cue = mention_state(ms, me, trig_cache[si], kind)
-                if RANK[st] > RANK[states[f]]:  # a hypothetical (None) mention never wins
+                if kind == WEAK:
+                    if RANK[st] > RANK[weak.get(f, (None,))[0]]:
+                        weak[f] = (st, Evidence(si, ms, me, a, b), f"{cue} (indirect sign)")
+                elif RANK[st] > RANK[states[f]]:  # a hypothetical (None) mention never wins
                     states[f] = st
                     evidence[f] = Evidence(si, ms, me, a, b)
                     prov[f] = cue
+    for f, (st, ev, cue) in weak.items():
+        if states[f] is None:
+            states[f], evidence[f], prov[f] = st, ev, cue
     if hierarchy:
         _propagate(lex, states, evidence, prov)
     _derive_no_finding(states, evidence, prov, sents)

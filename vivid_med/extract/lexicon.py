@@ -13,16 +13,20 @@ from vivid_med.fields import FIELDS, check_fields
 
 LEXICON_PATH = Path(__file__).resolve().parents[2] / "schema" / "lexicon.yaml"
 
-from .context import EXCLUDE, HEDGED, MENTION, NORMAL
+from .context import EXCLUDE, HEDGED, MENTION, NORMAL, WEAK
 
 #: Mention kinds: a ``mention`` asserts the finding (context decides its state), ``hedged`` names a sign that is
-#: uncertain evidence of it ("vascular congestion" for edema), ``normal`` states it is absent, ``exclude``
-#: consumes look-alikes that are not the finding ("pericardial effusion", "breast mass").
-MENTION_KINDS = (EXCLUDE, MENTION, HEDGED, NORMAL)
+#: uncertain evidence of it ("vascular congestion" for edema), ``weak`` is an indirect sign that counts only when
+#: nothing else in the report speaks of the field ("costophrenic blunting"), ``normal`` states it is absent,
+#: ``exclude`` consumes look-alikes that are not the finding ("pericardial effusion", "breast mass").
+MENTION_KINDS = (EXCLUDE, MENTION, HEDGED, WEAK, NORMAL)
 #: Trigger kinds, in the order their alternatives are tried at one position (pseudo-triggers first). Phrases
 #: starting with a letter get word boundaries; punctuation phrases (";", ",") are used as written.
 TRIGGER_KINDS = ("pseudo", "hypothetical_post", "hypothetical_pre", "uncertain_post", "uncertain_pre",
                  "negation_post", "negation_pre", "strong_terminators", "terminators", "listcomma", "comma")
+
+#: Regex group name -> trigger kind (punctuation groups carry a "_p" suffix).
+_KIND = {**{k: k for k in TRIGGER_KINDS}, **{f"{k}_p": k for k in TRIGGER_KINDS}}
 
 _DEID = re.compile(r"X{2,}|_{2,}")
 _TOKEN = re.compile(r"-a-|[a-z]+")
@@ -74,29 +78,30 @@ class Lexicon:
 
     def triggers(self, norm: str, start: int, end: int) -> list[tuple[int, int, str]]:
         """``(start, end, kind)`` of every context trigger in ``norm[start:end]``, in text order."""
-        return [(m.start(), m.end(), m.lastgroup) for m in self.trigger_pattern.finditer(norm, start, end)]
+        return [(m.start(), m.end(), _KIND[m.lastgroup]) for m in self.trigger_pattern.finditer(norm, start, end)]
 
 
 def _field_regex(spec: dict) -> re.Pattern:
     alts = []
-    for kind, key in ((EXCLUDE, "exclude"), (MENTION, "mentions"), (HEDGED, "hedged"), (NORMAL, "normal")):
+    for kind, key in ((EXCLUDE, "exclude"), (MENTION, "mentions"), (HEDGED, "hedged"), (WEAK, "weak"), (NORMAL, "normal")):
         for i, p in enumerate(spec.get(key, []) or []):
             alts.append(f"(?P<{kind}_{i}>{_phrase(p)})")
     return re.compile(r"(?<![\w-])(?:" + "|".join(alts) + r")(?![\w-])")
 
 
 def _trigger_regex(spec: dict) -> re.Pattern:
-    """One alternation of named groups, one per trigger kind in TRIGGER_KINDS order; word phrases inside word
-    boundaries, punctuation phrases as written."""
-    groups = []
+    """One alternation: the word triggers of every kind (TRIGGER_KINDS order) inside one shared pair of word
+    boundaries, then the punctuation triggers (";", ",") as groups ``<kind>_p``."""
+    words, punct = [], []
     for kind in TRIGGER_KINDS:
-        alts = []
+        ws, ps = [], []
         for p in spec.get(kind, []) or []:
-            frag = _phrase(p)
-            alts.append(rf"(?<!\w)(?:{frag})(?!\w)" if p[0].isalpha() or p.startswith("(") else frag)
-        if alts:
-            groups.append(f"(?P<{kind}>" + "|".join(alts) + ")")
-    return re.compile("|".join(groups))
+            (ws if p[0].isalpha() or p.startswith("(") else ps).append(_phrase(p))
+        if ws:
+            words.append(f"(?P<{kind}>" + "|".join(ws) + ")")
+        if ps:
+            punct.append(f"(?P<{kind}_p>" + "|".join(ps) + ")")
+    return re.compile(r"(?<!\w)(?:" + "|".join(words) + r")(?!\w)" + "".join("|" + p for p in punct))
 
 
 @lru_cache(maxsize=4)
