@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from vivid_med.fields import DISPLAY_NAMES, PRETRAIN_FIELDS
-from vivid_med.records import build_records, load_source
+from vivid_med.records import build_records
+from vivid_med.sources.chexpert import CheXpert
 from vivid_med.tables import write_records, write_rejects
 
 #: (positive, uncertain, negative) rates per field; the rest is blank.
@@ -64,9 +65,9 @@ def main() -> None:
             f.parent.mkdir(parents=True, exist_ok=True)
             f.touch()
     t0 = time.perf_counter()
-    src, labels = load_source("chexpert", root)
+    src = CheXpert.at(root).records()
     t1 = time.perf_counter()
-    records, rejects = build_records(src, "chexpert", labels, PRETRAIN_FIELDS, check_images=args.images)
+    records, rejects = build_records(src, "chexpert", "table", PRETRAIN_FIELDS, check_images=args.images)
     t2 = time.perf_counter()
     write_records(records, Path(args.out) / "records.parquet", PRETRAIN_FIELDS)
     write_rejects(rejects, Path(args.out) / "rejects.parquet")

@@ -19,7 +19,7 @@ import torch
 from vivid_med.evaluate.features import extract, input_spec, prepare
 from vivid_med.evaluate.metrics import masked_auc
 from vivid_med.evaluate.probes import LinearProbe, probe_loss
-from vivid_med.evaluate.realdata import load_nih_subset
+from vivid_med.sources.nih_png import NihPngSubset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     model = load_backbone(args.backbone) if args.backbone else create_backbone(BackboneConfig()).eval()
-    s = load_nih_subset(args.data)
+    s = NihPngSubset.at(args.data).image_set()
     tr, te = s.splits == "train", s.splits == "test"
     y = torch.as_tensor(s.labels[tr])
     size, chans = input_spec(model)

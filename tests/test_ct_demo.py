@@ -13,11 +13,17 @@ import pydicom
 import pytest
 
 from vivid_med.demo.ct import write_lidc, write_organ
+from vivid_med.sources.base import ImageSet
+from vivid_med.sources.ct import ORGAN_CLASSES
 from vivid_med.sources.lidc import CHARACTERISTICS, NS
-from vivid_med.sources.nifti_organs import ORGAN_CLASSES, load_nifti_organs
+from vivid_med.sources.nifti_organs import NiftiOrgans
 
 LIDC_CFG = dict(n_patients=3, slices=16, matrix=64)
 ORGAN_CFG = dict(n_per_class=10, image_size=32, n_nifti_cases=2)
+
+
+def load_nifti_organs(root: Path, **options) -> ImageSet:
+    return NiftiOrgans.at(root, **options).image_set()
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -11,12 +11,17 @@ import pandas as pd
 import pytest
 
 from vivid_med.demo.ct import write_lidc
+from vivid_med.sources.ct import patient_split_map
 from vivid_med.sources.lidc import (
-    Annotation, NotCtReadError, cluster_annotations, load_lidc, malignancy_label, parse_read_message,
-    read_series, split_patients,
+    Annotation, LidcData, LidcIdri, NotCtReadError, cluster_annotations, malignancy_label, parse_read_message,
+    read_series,
 )
 
 CFG = dict(n_patients=6, slices=16, matrix=64)
+
+
+def load_lidc(root: Path, **options) -> LidcData:
+    return LidcIdri.at(root, **options).read()
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +65,11 @@ def test_load_demo(demo):
 def test_same_seed_same_split_and_patient_level(demo):
     a, b = load_lidc(demo, progress=False, seed=0), load_lidc(demo, progress=False, seed=0)
     assert (a.images.splits == b.images.splits).all() and np.array_equal(a.images.images, b.images.images)
-    split = split_patients([f"p{i}" for i in range(100)], (0.7, 0.2, 0.1), seed=1)
+    split = patient_split_map([f"p{i}" for i in range(100)], (0.7, 0.2, 0.1), seed=1)
     assert sorted(pd.Series(split).value_counts().tolist()) == [10, 20, 70]
-    assert split != split_patients([f"p{i}" for i in range(100)], (0.7, 0.2, 0.1), seed=2)
+    assert split != patient_split_map([f"p{i}" for i in range(100)], (0.7, 0.2, 0.1), seed=2)
     with pytest.raises(ValueError, match="fractions"):
-        split_patients(["a"], (0.7, 0.2), 0)
+        patient_split_map(["a"], (0.7, 0.2), 0)
 
 
 def test_malignancy_rules():

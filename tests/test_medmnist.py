@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vivid_med.sources.medmnist import load_medmnist, to_gray
-from vivid_med.sources.nifti_organs import ORGAN_CLASSES
+from vivid_med.sources.base import ImageSet
+from vivid_med.sources.ct import ORGAN_CLASSES
+from vivid_med.sources.medmnist import MedMnist, to_gray
 
 SIZES = {"train": 12, "val": 3, "test": 5}
+
+
+def load_medmnist(path: Path, **options) -> ImageSet:
+    return MedMnist.at(path, **options).image_set()
 
 
 def _write(path: Path, rgb: bool = False, labels_shape: str = "n1", n_classes: int = 11, drop: str = "",

@@ -18,7 +18,7 @@ import torch
 from vivid_med.evaluate.features import extract
 from vivid_med.evaluate.probes import ProbeConfig
 from vivid_med.evaluate.protocols import ProbeData, run_probe
-from vivid_med.sources.base import ImageSet
+from vivid_med.sources import ImageSet, open_dataset, parse_dataset
 
 pytestmark = pytest.mark.realdata
 REPO = Path(__file__).resolve().parents[1]
@@ -39,19 +39,21 @@ def backbones() -> dict[str, torch.nn.Module]:
     return out
 
 
-def _load(name: str, root: Path) -> ImageSet:
-    from vivid_med.evaluate.realdata import load_kermany, load_nih_subset
-    from vivid_med.sources.medmnist import load_medmnist
-
-    if name == "nih_cxr14_1000_64px":
-        return load_nih_subset(root / name)
-    if name == "kermany_pneumonia_224":
-        return load_kermany(root / name)
-    return load_medmnist(root / "medmnist" / f"{name}.npz")
+#: Each real set as an ``evaluate.image_sets`` entry would name it (roots relative to ../shared/data).
+SPECS: dict[str, dict] = {
+    "nih_cxr14_1000_64px": {"kind": "nih_png", "root": "nih_cxr14_1000_64px"},
+    "kermany_pneumonia_224": {"kind": "kermany", "root": "kermany_pneumonia_224"},
+    **{name: {"kind": "medmnist", "root": f"medmnist/{name}.npz"}
+       for name in ("pneumoniamnist_kaggle_variant", "pneumoniamnist_balanced_subset", "breastmnist")},
+}
 
 
-@pytest.mark.parametrize("name", ["nih_cxr14_1000_64px", "kermany_pneumonia_224", "pneumoniamnist_kaggle_variant",
-                                  "pneumoniamnist_balanced_subset", "breastmnist"])
+def _load(name: str, shared: Path) -> ImageSet:
+    spec = {**SPECS[name], "root": str(shared / SPECS[name]["root"])}
+    return open_dataset(parse_dataset(spec, "image_set", f"evaluate.image_sets.{name}")).image_set()
+
+
+@pytest.mark.parametrize("name", list(SPECS))
 def test_probe_on_real_images(shared_data, backbones, name):
     s = _load(name, shared_data)
     for split in ("train", "val", "test"):

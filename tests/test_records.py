@@ -14,8 +14,11 @@ import pytest
 
 from vivid_med import ums
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
-from vivid_med.records import build_records, load_source, table_records
-from vivid_med.sources.cxr import STATE_OF_CODE
+from vivid_med.params import ParamsError
+from vivid_med.records import RecordsParams, build_records, table_records
+from vivid_med.records import run as run_records
+from vivid_med.sources import DATASETS, open_dataset, parse_dataset
+from vivid_med.states import STATE_OF_CODE
 from vivid_med.tables import (RECORDS_SCHEMA, read_records, read_rejects, table_metadata, write_records,
                               write_rejects)
 
@@ -23,8 +26,9 @@ FX = Path(__file__).parent / "fixtures"
 
 
 def run(kind, root, labels=None):
-    src, labels = load_source(kind, root, labels)
-    return build_records(src, f"fx_{kind}", labels)
+    spec = {"kind": kind, "root": str(root), **({"labels": labels} if labels else {})}
+    options = parse_dataset(spec, "records", f"records.sources.fx_{kind}")
+    return build_records(open_dataset(options).records(), f"fx_{kind}", options.labels)
 
 
 def reasons(rejects):
@@ -134,21 +138,24 @@ def test_tables_roundtrip_with_schema_version(tmp_path):
 
 
 def test_labels_route_checked():
-    with pytest.raises(ValueError, match="no label table"):
+    with pytest.raises(ParamsError, match=r"records.sources.fx_openi.labels: Input should be 'reports'"):
         run("openi", FX / "openi" / "r2gen", "table")
-    with pytest.raises(ValueError, match="unknown source kind"):
-        load_source("padchest", FX)
+    with pytest.raises(ParamsError, match=r"records.sources.fx_padchest.kind: unknown dataset kind.*'chexpert'"):
+        run("padchest", FX)
+    src = DATASETS["openi"].at(FX / "openi" / "r2gen").records()
+    with pytest.raises(ValueError, match="no label table"):  # the library refuses a table route without one
+        build_records(src, "fx", "table")
 
 
 def test_stage_on_fixtures(tmp_path, monkeypatch, capsys):
     from stages.records import main
 
     (tmp_path / "params.yaml").write_text(
-        "records:\n  fields: [cardiomegaly, edema, pleural_effusion]\n  llm_extractor: null\n  sources:\n"
+        "fields: [cardiomegaly, edema, pleural_effusion]\nrecords:\n  llm_extractor: null\n  sources:\n"
         f"    fx_mimic: {{kind: mimic, root: {FX / 'mimic'}, labels: reports}}\n"
         f"    fx_nih: {{kind: nih, root: {FX / 'nih'}, seed: 1}}\n")
     monkeypatch.chdir(tmp_path)
-    main()
+    main([])
     assert "fx_mimic: 11 input = 3 accepted + 8 rejected" in capsys.readouterr().out
     info = json.loads((tmp_path / "data/records/fx_nih.json").read_text())
     assert info["root"] == str(FX / "nih") and info["accepted"] == 4 and info["rejected"] == 5
@@ -157,7 +164,7 @@ def test_stage_on_fixtures(tmp_path, monkeypatch, capsys):
     assert table_metadata(tmp_path / "data/records/fx_mimic.parquet")["target_fields"] == [
         "cardiomegaly", "edema", "pleural_effusion"]
     first = (tmp_path / "data/records/fx_mimic.parquet").read_bytes()
-    main()
+    main([])
     assert (tmp_path / "data/records/fx_mimic.parquet").read_bytes() == first  # same params -> same bytes
 
 
@@ -171,7 +178,7 @@ def test_llm_route_keeps_rule_result_and_says_why():
 
     model, tok = _tiny_llama()
     extractor = TextExtractor(LLMProposer(model, tok, max_new_tokens=8), "tiny", llm_max_reports=1)
-    src, _ = load_source("mimic", FX / "mimic", "reports")
+    src = DATASETS["mimic"].at(FX / "mimic", labels="reports").records()
     rec, rej = build_records(src, "fx", "reports", extractor=extractor)
     plain, _ = build_records(src, "fx", "reports")
     assert list(rec["cardiomegaly"]) == list(plain["cardiomegaly"]) and extractor.llm_used == 1
@@ -188,3 +195,27 @@ def test_llm_provenance_names_adopted_fields():
     prop, _ = parse_proposal('{"Pleural Effusion": {"state": "absent", "evidence": "No large effusion"}}')
     prov = llm_provenance(merge(text, extract_report(text), prop), "v+llm:x")
     assert (prov.source, prov.extractor_version, prov.note) == ("llm_extractor", "v+llm:x", "llm fields: pleural_effusion")
+
+
+def test_stage_refuses_bad_params_before_reading(tmp_path, monkeypatch):
+    """A wrong option stops the stage naming the key and the allowed values; nothing is written."""
+    from stages.records import main
+
+    (tmp_path / "params.yaml").write_text(
+        "fields: [cardiomegaly]\nrecords:\n  llm_extractor: null\n  sources:\n"
+        f"    fx_nih: {{kind: nih, root: {FX / 'nih'}}}\n"
+        f"    fx_mimic: {{kind: mimic, root: {FX / 'mimic'}, labels: text}}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError, match=r"records.sources.fx_mimic.labels: Input should be 'reports' or 'table'"):
+        main([])
+    assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_run_is_a_library_call(tmp_path):
+    params = RecordsParams.model_validate({"llm_extractor": None, "sources": {
+        "fx_nih": {"kind": "nih", "root": str(FX / "nih")}}})
+    metrics = run_records(params, ["cardiomegaly"], tmp_path)
+    assert metrics["fx_nih"]["accepted"] == 4 and (tmp_path / "fx_nih.parquet").is_file()
+    info = json.loads((tmp_path / "fx_nih.json").read_text())
+    assert (info["kind"], info["labels"], info["target_fields"], info["synthetic"]) == ("nih", "table",
+                                                                                        ["cardiomegaly"], False)

@@ -1,4 +1,4 @@
-"""Dataset adapters on fixtures written in each dataset's real layout (and on real NIH labels when present)."""
+"""Chest X-ray record sources on fixtures written in each dataset's real layout (and on real NIH labels when present)."""
 
 from __future__ import annotations
 
@@ -9,28 +9,29 @@ import numpy as np
 import pytest
 
 from vivid_med.fields import FIELDS
-from vivid_med.sources.chexpert import read_chexpert
-from vivid_med.sources.cxr import STATE_OF_CODE
-from vivid_med.sources.mimic import read_mimic
-from vivid_med.sources.nih import read_nih
-from vivid_med.sources.openi import read_openi
+from vivid_med.sources import DATASETS, SourceRows
+from vivid_med.states import NULL_CODE, STATE_OF_CODE, State
 
 FX = Path(__file__).parent / "fixtures"
 
 
+def rows(kind: str, root: Path, **options) -> SourceRows:
+    return DATASETS[kind].at(root, **options).records()
+
+
 def states(src, i):
-    return {f: STATE_OF_CODE[c] for f, c in zip(FIELDS, src.labels[i]) if c}
+    return {f: STATE_OF_CODE[c] for f, c in zip(FIELDS, src.labels[i]) if c != NULL_CODE}
 
 
 def test_chexpert_layout():
-    src = read_chexpert(FX / "chexpert" / "CheXpert-v1.0-small")
+    src = rows("chexpert", FX / "chexpert" / "CheXpert-v1.0-small")
     df = src.frame
     # no official test labels: valid.csv is the test split and val is carved from train by patient
     assert len(df) == 10 and df.loc[9, "split"] == "test"
     assert set(df["split"][:9]) <= {"train", "val"}
     by_patient = df[:9].groupby("patient_id")["split"].nunique()
     assert (by_patient == 1).all()
-    with_val = read_chexpert(FX / "chexpert" / "CheXpert-v1.0-small", val_fraction=0.5).frame
+    with_val = rows("chexpert", FX / "chexpert" / "CheXpert-v1.0-small", val_fraction=0.5).frame
     assert (with_val["split"][:9] == "val").any() and (with_val["split"][:9] == "train").any()
     assert df.loc[0, "image_path"] == "train/patient00001/study1/view1_frontal.jpg"
     assert df.loc[0, "study_id"] == df.loc[1, "study_id"] == "patient00001/study1"
@@ -41,7 +42,7 @@ def test_chexpert_layout():
 
 
 def test_mimic_layout_reports_and_table():
-    src = read_mimic(FX / "mimic")
+    src = rows("mimic", FX / "mimic")
     df = src.frame
     assert src.labels is None and len(df) == 11
     assert df.loc[0, "image_path"] == "files/p10/p10000001/s50000001/d1a.jpg"
@@ -51,7 +52,7 @@ def test_mimic_layout_reports_and_table():
     assert issues["50000005"] == "not_utf8" and issues["50000006"] == "missing_report"
     assert set(df.loc[df["study_id"] == "50000007", "split"]) == {"val"}  # validate -> val
     assert df.loc[9, "reason"] == "unknown_split"
-    tab = read_mimic(FX / "mimic", labels="table")
+    tab = rows("mimic", FX / "mimic", labels="table")
     assert states(tab, 0) == {"cardiomegaly": "present", "pleural_effusion": "present", "pneumothorax": "absent"}
     reasons = dict(zip(tab.frame["image_id"], tab.frame["reason"]))
     assert reasons["d5a"] == "missing_labels" and reasons["d6a"] == "unknown_label"
@@ -59,7 +60,7 @@ def test_mimic_layout_reports_and_table():
 
 
 def test_nih_layout_and_mapping():
-    src = read_nih(FX / "nih")
+    src = rows("nih", FX / "nih")
     df = src.frame
     assert df.loc[0, "image_path"] == "images_001/images/00000001_000.png"
     assert states(src, 1)["pleural_effusion"] == "present"  # Effusion -> pleural_effusion
@@ -80,9 +81,9 @@ def test_nih_val_split_by_patient_seeded(tmp_path):
     (root / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
     (root / "train_val_list.txt").write_text("\n".join(names[:360]) + "\n")
     (root / "test_list.txt").write_text("\n".join(names[360:]) + "\n")
-    a, b = read_nih(root, seed=3).frame, read_nih(root, seed=3).frame
+    a, b = rows("nih", root, seed=3).frame, rows("nih", root, seed=3).frame
     assert list(a["split"]) == list(b["split"])
-    assert list(read_nih(root, seed=4).frame["split"]) != list(a["split"])
+    assert list(rows("nih", root, seed=4).frame["split"]) != list(a["split"])
     per_patient = a.groupby("patient_id")["split"].nunique()
     assert (per_patient == 1).all()
     assert a.loc[a["split"] == "val", "patient_id"].nunique() == 18  # 10% of 180 train_val patients
@@ -90,10 +91,10 @@ def test_nih_val_split_by_patient_seeded(tmp_path):
 
 
 def test_openi_r2gen_and_xml():
-    r2 = read_openi(FX / "openi" / "r2gen").frame
+    r2 = rows("openi", FX / "openi" / "r2gen").frame
     assert list(r2["image_path"][:2]) == ["images/CXR1_1_IM-0001/0.png", "images/CXR1_1_IM-0001/1.png"]
     assert list(r2["split"]) == ["train", "train", "train", "val", "test"] and list(r2["row"]) == [1, 1, 2, 3, 4]
-    xml = read_openi(FX / "openi" / "ecgen").frame
+    xml = rows("openi", FX / "openi" / "ecgen").frame
     assert list(xml["image_path"][:2]) == ["NLMCXR_png/CXR1_1_IM-0001-3001.png", "NLMCXR_png/CXR1_1_IM-0001-4001.png"]
     assert xml.loc[0, "report"].startswith("FINDINGS: The cardiac silhouette is enlarged.")
     assert "IMPRESSION: Cardiomegaly." in xml.loc[0, "report"]
@@ -102,11 +103,11 @@ def test_openi_r2gen_and_xml():
 
 def test_missing_files_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="train.csv"):
-        read_chexpert(tmp_path)
+        rows("chexpert", tmp_path)
     with pytest.raises(FileNotFoundError, match="mimic-cxr-2.0.0-metadata.csv"):
-        read_mimic(tmp_path)
+        rows("mimic", tmp_path)
     with pytest.raises(FileNotFoundError, match="annotation.json"):
-        read_openi(tmp_path)
+        rows("openi", tmp_path)
 
 
 @pytest.mark.realdata
@@ -117,13 +118,14 @@ def test_nih_real_label_table(shared_data, tmp_path):
     names = pd.read_csv(tmp_path / "Data_Entry_2017_v2020.csv.gz", usecols=["Image Index"])["Image Index"]
     (tmp_path / "test_list.txt").write_text("\n".join(names[:20000]) + "\n")
     (tmp_path / "train_val_list.txt").write_text("\n".join(names[20000:]) + "\n")
-    src = read_nih(tmp_path)
+    src = rows("nih", tmp_path)
     assert len(src.frame) == 112120 and src.frame["reason"].isna().all()
     col = FIELDS.index
-    assert int((src.labels[:, col("no_finding")] == 1).sum()) == 60361
-    assert int((src.labels[:, col("pleural_effusion")] == 1).sum()) == 13317
-    assert (src.labels[:, col("lung_lesion")] == 0).all()
-    assert np.isin(src.labels[:, col("edema")], (1, 2)).all()
+    present, absent = State.PRESENT.code, State.ABSENT.code
+    assert int((src.labels[:, col("no_finding")] == present).sum()) == 60361
+    assert int((src.labels[:, col("pleural_effusion")] == present).sum()) == 13317
+    assert (src.labels[:, col("lung_lesion")] == NULL_CODE).all()
+    assert np.isin(src.labels[:, col("edema")], (present, absent)).all()
 
 
 def test_mimic_ids_that_would_escape_the_root_are_rejected_not_read(tmp_path):
@@ -137,7 +139,7 @@ def test_mimic_ids_that_would_escape_the_root_are_rejected_not_read(tmp_path):
     first = lines[1].split(",")
     first[2] = "../../../../secret"  # study_id column crafted to point outside the root
     meta.write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
-    df = read_mimic(root).frame
+    df = rows("mimic", root).frame
     assert lines[0].split(",")[2] == "study_id"
     row = df.loc[0]
     assert row["reason"] == "missing_id" and "digits" in row["detail"]

@@ -1,17 +1,24 @@
-"""Adapter rows -> UMS records (one per image) + rejects, by label table or by report text.
+"""Adapter rows -> UMS records (one per image) + rejects, by label table or by report text; ``run`` is the
+records stage as a library call.
 
-Label-table route (the paper's): states come from the table's codes (1 present, 0 absent, -1 uncertain,
-blank null). A record is a pure function of (codes, view, label file), so it is assembled once per distinct
-key from pieces Pydantic made and broadcast (equal to validating every row, tested): 223k rows in seconds.
+Label-table route (the paper's): states come from the table's codes (present / absent / uncertain / null,
+``vivid_med.states``). A record is a pure function of (codes, view, label file), so it is assembled once per
+distinct key from pieces Pydantic made and broadcast (equal to validating every row, tested): 223k rows in seconds.
 Report route (``vivid_med.reports``): the extractor reads each distinct report once; states carry evidence
 spans checked against the report. Every input row ends up accepted or in the rejects with a reason.
+
+    >>> params = RecordsParams.model_validate({"sources": {"demo_nih": {"kind": "nih", "root": "data/demo/nih"}},
+    ...                                        "llm_extractor": None})
+    >>> metrics = run(params, PRETRAIN_FIELDS, Path("data/records"))   # {name: counts}
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,31 +27,31 @@ from tqdm import tqdm
 
 from vivid_med import ums
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
+from vivid_med.params import PositiveInt, StrictParams
 from vivid_med.reports import TextExtractor, report_records
-from vivid_med.sources.base import safe_join
-from vivid_med.sources.chexpert import read_chexpert
-from vivid_med.sources.cxr import STATE_NAMES, STATE_OF_CODE, SourceRows, reject_where
-from vivid_med.sources.mimic import read_mimic
-from vivid_med.sources.nih import read_nih
-from vivid_med.sources.openi import read_openi
-from vivid_med.tables import RECORDS_SCHEMA, REJECTS_SCHEMA, Reason
-
-#: Source kinds: reader and default label route.
-ADAPTERS = {"chexpert": (read_chexpert, "table"), "mimic": (read_mimic, "reports"), "nih": (read_nih, "table"),
-            "openi": (read_openi, "reports")}
+from vivid_med.sources import RecordSourceSpec, SourceRows, open_dataset
+from vivid_med.sources.base import is_synthetic, safe_join
+from vivid_med.sources.cxr import reject_where
+from vivid_med.states import STATE_OF_CODE
+from vivid_med.tables import RECORDS_SCHEMA, REJECTS_SCHEMA, Reason, write_records, write_rejects
+from vivid_med.ums import SCHEMA_VERSION
 
 _VIEW_CODES = {None: 0, "PA": 1, "AP": 2, "LAT": 3}
 
 
-def load_source(kind: str, root: str | Path, labels: str | None = None, **options) -> tuple[SourceRows, str]:
-    """(rows, label route) of one dataset; ``options`` go to the adapter (e.g. ``reports_root``, ``seed``)."""
-    if kind not in ADAPTERS:
-        raise ValueError(f"unknown source kind {kind!r}; known: {sorted(ADAPTERS)}")
-    reader, default = ADAPTERS[kind]
-    labels = labels or default
-    if kind == "mimic":
-        options["labels"] = labels
-    return reader(root, **options), labels
+class LlmExtractorParams(StrictParams):
+    """An LLM proposer for the first ``max_reports`` distinct reports (null: all); verified claims override the rules."""
+
+    model: str
+    max_reports: PositiveInt | None
+
+
+class RecordsParams(StrictParams):
+    """The ``records:`` section: ``sources`` (name -> a record-source kind and its options, ``vivid_med.sources``)
+    and ``llm_extractor`` (null, or an LLM proposer)."""
+
+    sources: dict[str, RecordSourceSpec]
+    llm_extractor: LlmExtractorParams | None
 
 
 def _lstat_kind(path: str) -> str:
@@ -132,7 +139,7 @@ def _record_shell(view: str | None, label_file: str) -> tuple[str, str]:
     return head + '"findings":', tail
 
 
-def table_records(codes: np.ndarray, views: pd.Series, label_files: pd.Series, fields: tuple[str, ...],
+def table_records(codes: np.ndarray, views: pd.Series, label_files: pd.Series, fields: Sequence[str],
                   recheck: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """``ums_json`` and ``target_hash`` [N] for label-table rows (codes int8 [N, 14]).
 
@@ -167,7 +174,7 @@ def table_records(codes: np.ndarray, views: pd.Series, label_files: pd.Series, f
     return out_json[inverse.ravel()], hashes[t_of_row]
 
 
-def build_records(src: SourceRows, dataset: str, labels: str = "table", fields: tuple[str, ...] = PRETRAIN_FIELDS,
+def build_records(src: SourceRows, dataset: str, labels: str = "table", fields: Sequence[str] = PRETRAIN_FIELDS,
                   check_images: bool = True, extractor: TextExtractor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(records, rejects) of one source; ``labels`` is ``'table'`` or ``'reports'``.
 
@@ -205,7 +212,7 @@ def build_records(src: SourceRows, dataset: str, labels: str = "table", fields: 
     rec.insert(0, "dataset", dataset)
     rec["ums_json"], rec["target_hash"] = out_json[live], out_hash[live]
     for j, f in enumerate(FIELDS):
-        rec[f] = STATE_NAMES[codes[live, j]]
+        rec[f] = STATE_OF_CODE[codes[live, j]]
     rejects = df.loc[~live, REJECTS_SCHEMA.names].reset_index(drop=True)
     assert len(rec) + len(rejects) == n_input, f"{dataset}: {len(rec)} + {len(rejects)} != {n_input} input rows"
     return rec[RECORDS_SCHEMA.names].reset_index(drop=True), rejects
@@ -222,3 +229,32 @@ def summary(records: pd.DataFrame, rejects: pd.DataFrame) -> dict:
         "distinct_targets": int(records["target_hash"].nunique()),
         "null_fraction": round(float(slots.isna().to_numpy().mean()), 4) if len(records) else None,
     }
+
+
+def text_extractor(llm: LlmExtractorParams | None) -> TextExtractor:
+    """The report extractor: the rules, with an LLM proposer where ``llm`` names one."""
+    if llm is None:
+        return TextExtractor()
+    from vivid_med.extract.llm import load_proposer
+
+    return TextExtractor(load_proposer(llm.model), Path(llm.model).name, llm.max_reports)
+
+
+def run(params: RecordsParams, fields: Sequence[str], out_dir: Path) -> dict[str, dict]:
+    """Every source of ``params`` -> ``out_dir/<name>.parquet`` + ``.rejects.parquet`` + ``.json`` (root, counts);
+    ``fields`` are those ``target_hash`` covers. Returns the counts per source (the records metrics)."""
+    fields = tuple(fields)
+    extractor = text_extractor(params.llm_extractor)
+    metrics = {}
+    for name, options in params.sources.items():
+        records, rejects = build_records(open_dataset(options).records(), name, options.labels, fields,
+                                         options.check_images, extractor)
+        write_records(records, out_dir / f"{name}.parquet", fields)
+        write_rejects(rejects, out_dir / f"{name}.rejects.parquet")
+        counts = summary(records, rejects)
+        counts["synthetic"] = is_synthetic(options.root)
+        info = {"dataset": name, "kind": options.kind, "root": options.root, "labels": options.labels,
+                "schema_version": SCHEMA_VERSION, "target_fields": list(fields), **counts}
+        (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
+        metrics[name] = counts
+    return metrics

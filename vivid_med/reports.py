@@ -8,6 +8,7 @@ rejected with a reason, never dropped.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +20,12 @@ from tqdm import tqdm
 
 from vivid_med import ums
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
-from vivid_med.sources.cxr import STATE_NAMES, STATE_OF_CODE, frame, reject_where
+from vivid_med.sources.cxr import frame, reject_where
+from vivid_med.states import NULL_CODE, STATE_OF_CODE, code_of
 from vivid_med.tables import REJECTS_SCHEMA, Reason
 
-_CODE_OF_STATE = {s: i for i, s in enumerate(STATE_OF_CODE)}
 
-
-def finish(record: ums.UMSRecord, fields: tuple[str, ...]) -> tuple[str, str]:
+def finish(record: ums.UMSRecord, fields: Sequence[str]) -> tuple[str, str]:
     """(ums_json, target_hash) of a validated record."""
     return record.model_dump_json(), ums.target_hash(ums.target_text(record, fields))
 
@@ -71,11 +71,11 @@ def llm_provenance(result, version: str) -> ums.Provenance:
 
 def _text_record(text: str, view: str | None, result, prov: ums.Provenance, fields: tuple[str, ...]):
     """(codes [14], ums_json, target_hash) of one report's extraction, its evidence checked against the text."""
-    codes = np.array([_CODE_OF_STATE[result.states[f]] for f in FIELDS], dtype=np.int8)
+    codes = np.array([code_of(result.states[f]) for f in FIELDS], dtype=np.int8)
     evidence = {f: ums.Evidence(sentence=text[e.sentence_start:e.sentence_end], sentence_index=e.sentence_index,
                                 sentence_start=e.sentence_start, sentence_end=e.sentence_end,
                                 start=e.start, end=e.end) for f, e in result.evidence.items()}
-    record = ums.cxr_record(dict(zip(FIELDS, STATE_NAMES[codes])), view, prov, evidence)
+    record = ums.cxr_record(dict(zip(FIELDS, STATE_OF_CODE[codes])), view, prov, evidence)
     record.check_evidence(text)
     return (codes, *finish(record, fields))
 
@@ -92,7 +92,7 @@ def report_records(df: pd.DataFrame, fields: tuple[str, ...],
         reject_where(df, (df["report_issue"] == issue).to_numpy(), Reason(issue), f"report: {issue}")
     no_text = df["report"].map(lambda t: not isinstance(t, str)).to_numpy()
     reject_where(df, no_text, Reason.EMPTY_REPORT, "no report text")
-    codes = np.zeros((len(df), len(FIELDS)), dtype=np.int8)
+    codes = np.full((len(df), len(FIELDS)), NULL_CODE, dtype=np.int8)
     out_json = np.full(len(df), None, dtype=object)
     out_hash = np.full(len(df), None, dtype=object)
     extracted: dict[str, object] = {}
@@ -185,7 +185,7 @@ def structure_reports(df: pd.DataFrame, fields: tuple[str, ...] = PRETRAIN_FIELD
     live = df["reason"].isna().to_numpy()
     out = df.loc[live, ["study_id"]].copy()
     for j, f in enumerate(FIELDS):
-        out[f] = STATE_NAMES[codes[live, j]]
+        out[f] = STATE_OF_CODE[codes[live, j]]
     out["ums_json"] = out_json[live]
     rejects = df.loc[~live, REJECTS_SCHEMA.names].reset_index(drop=True)
     assert len(out) + len(rejects) == len(df), f"{len(out)} + {len(rejects)} != {len(df)} input rows"

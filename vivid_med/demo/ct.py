@@ -14,8 +14,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from vivid_med.sources.lidc import CHARACTERISTICS, NS
-from vivid_med.sources.nifti_organs import ORGAN_CLASSES, organ_crop, ras_to_display
+from vivid_med.sources.ct import ORGAN_CLASSES, organ_crop, ras_to_display
+from vivid_med.sources.lidc import CHARACTERISTICS, NS  # the readers' XML format the demo writes
 
 FOV_MM = 340.0          # chest field of view (LIDC: 300-400 mm)
 THICKNESS_MM = 2.5      # slice spacing

@@ -1,4 +1,5 @@
-"""Shared containers and guards for dataset adapters."""
+"""Shared containers and guards of every dataset adapter: ImageSet, the patient-level split, path and leakage
+guards, the demo's SYNTHETIC marker."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -38,10 +41,10 @@ class ImageSet:
         check_patient_splits(self.patient_ids, self.splits, self.name)
 
 
-def split_patients(patient_ids: pd.Series, fractions: dict[str, float], seed: int) -> pd.Series:
-    """Assign each patient to a split (seeded permutation of the sorted patient ids).
+def split_by_patient(patient_ids: pd.Series, fractions: dict[str, float], seed: int) -> pd.Series:
+    """The split of each row [N] (same index), drawn per patient: a seeded permutation of the sorted patient ids.
 
-    ``fractions`` maps split -> fraction of patients, in order; the last split takes the rest.
+    ``fractions`` maps split -> fraction of patients, in order (``round(f * n)`` each); the last split takes the rest.
     """
     patients = np.array(sorted(set(patient_ids)), dtype=object)
     order = np.random.default_rng(seed).permutation(len(patients))
@@ -74,6 +77,18 @@ def safe_join(root: str | Path, relative: str | Path) -> Path:
     if path != root and root not in path.parents:
         raise ValueError(f"image path {str(relative)!r} escapes the dataset root {str(root)!r}")
     return path
+
+
+def read_gray(root: Path, paths: list[str], size: int) -> np.ndarray:
+    """uint8 [N, size, size] from image files under ``root`` (grey, bilinear resize); names the bad file."""
+    out = np.empty((len(paths), size, size), np.uint8)
+    for i, rel in enumerate(tqdm(paths, desc=root.name, leave=False)):
+        try:
+            with Image.open(safe_join(root, rel)) as im:
+                out[i] = np.asarray(im.convert("L").resize((size, size), Image.BILINEAR))
+        except OSError as e:
+            raise ValueError(f"{root / rel}: cannot read image ({e})") from e
+    return out
 
 
 #: A file the demo writes into each dataset root it makes; its presence labels everything derived as synthetic.

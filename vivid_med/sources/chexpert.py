@@ -9,13 +9,16 @@ so ``image_path`` is relative to the folder that holds ``train.csv``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from vivid_med.fields import DISPLAY_NAMES
-from vivid_med.sources.base import split_patients
-from vivid_med.sources.cxr import SourceRows, frame, label_codes, normalise_view, read_csv, reject_where
+from vivid_med.params import NonNegativeInt, Probability
+from vivid_med.sources.cxr import (SourceRows, frame, frontal_lateral_view, label_codes, patient_study_of_path,
+                                   read_csv, reject_where, valid_as_test)
+from vivid_med.sources.dataset import RecordOptions, RecordSource, register
 from vivid_med.tables import Reason
 
 #: Label files and their split; the official test labels are ``test_labels.csv`` (or ``test.csv``).
@@ -30,13 +33,9 @@ def _one_file(root: Path, name: str, split: str) -> tuple[pd.DataFrame, np.ndarr
         raise ValueError(f"{root / name}: no 'Path' column")
     codes, bad = label_codes(table, DISPLAY_NAMES, str(root / name))
     rel = table["Path"].str.strip().str.replace(r"^CheXpert-v1\.0[^/]*/", "", regex=True)
-    # train/patient00001/study1/view1_frontal.jpg -> patient patient00001, study patient00001/study1
-    parts = rel.str.extract(r"(?:^|/)(?P<patient>[^/]+)/(?P<study>[^/]+)/[^/]+$").fillna("")
-    patient = parts["patient"]
-    study = (patient + "/" + parts["study"]).where(patient != "", "")
-    frontal = table.get("Frontal/Lateral", pd.Series("", index=table.index)).str.strip()
-    appa = table.get("AP/PA", pd.Series("", index=table.index))
-    view = normalise_view(appa.where(frontal != "Lateral", "LATERAL"))
+    patient, study = patient_study_of_path(rel)
+    blank = pd.Series("", index=table.index)
+    view = frontal_lateral_view(table.get("Frontal/Lateral", blank), table.get("AP/PA", blank))
     df = frame(source_file=[name] * len(table), row=np.arange(1, len(table) + 1), study_id=study,
                patient_id=patient, image_id=rel.str.replace(r"\.[A-Za-z]+$", "", regex=True), image_path=rel,
                view=view, split=[split] * len(table))
@@ -44,29 +43,34 @@ def _one_file(root: Path, name: str, split: str) -> tuple[pd.DataFrame, np.ndarr
     return df, codes
 
 
-def read_chexpert(root: str | Path, val_fraction: float = 0.05, seed: int = 0) -> SourceRows:
+@register("chexpert")
+class CheXpert(RecordSource):
     """All label files present under ``root`` (``train.csv`` required), in the order of ``CHEXPERT_FILES``.
 
     Without official test labels (CheXpert-v1.0-small ships only train.csv and valid.csv), ``valid.csv``
     becomes the test split and ``val_fraction`` of the train patients (seeded) the validation split, so that
     probes select on val and report on the official radiologist-labelled set.
     """
-    root = Path(root)
-    if not (root / "train.csv").is_file():
-        raise FileNotFoundError(f"{root}: no train.csv (expected the CheXpert-v1.0(-small) folder)")
-    seen_test = False
-    frames, codes = [], []
-    for name, split in CHEXPERT_FILES:
-        if not (root / name).is_file() or (split == "test" and seen_test):
-            continue
-        seen_test |= split == "test"
-        df, c = _one_file(root, name, split)
-        frames.append(df)
-        codes.append(c)
-    rows = pd.concat(frames, ignore_index=True)
-    if not seen_test:
-        train = rows["split"] == "train"
-        rows.loc[rows["split"] == "val", "split"] = "test"
-        rows.loc[train, "split"] = split_patients(rows.loc[train, "patient_id"], {"val": val_fraction, "train": 1.0},
-                                                  seed)
-    return SourceRows("chexpert", root, rows, np.concatenate(codes))
+
+    class Options(RecordOptions):
+        labels: Literal["table"] = "table"
+        val_fraction: Probability = 0.05
+        seed: NonNegativeInt = 0
+
+    def records(self) -> SourceRows:
+        root = self.root
+        if not (root / "train.csv").is_file():
+            raise FileNotFoundError(f"{root}: no train.csv (expected the CheXpert-v1.0(-small) folder)")
+        seen_test = False
+        frames, codes = [], []
+        for name, split in CHEXPERT_FILES:
+            if not (root / name).is_file() or (split == "test" and seen_test):
+                continue
+            seen_test |= split == "test"
+            df, c = _one_file(root, name, split)
+            frames.append(df)
+            codes.append(c)
+        rows = pd.concat(frames, ignore_index=True)
+        if not seen_test:
+            valid_as_test(rows, self.options.val_fraction, self.options.seed)
+        return SourceRows(self.kind, root, rows, np.concatenate(codes))

@@ -1,4 +1,4 @@
-"""LIDC-IDRI (TCIA) nodule malignancy: DICOM CT series + the readers' XML -> middle-slice nodule crops.
+"""LIDC-IDRI (TCIA) nodule malignancy: DICOM CT series + the readers' XML -> middle-slice nodule crops (kind ``lidc``).
 
 Layout read (the TCIA download; folder names are not trusted, UIDs are read from the files)::
 
@@ -17,14 +17,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pydicom
-from PIL import Image
 
-from vivid_med.sources.base import SPLITS, ImageSet
-from vivid_med.sources.base import split_patients as split_patient_ids
+from vivid_med.params import NonNegativeInt, PositiveFloat, PositiveInt
+from vivid_med.sources.base import ImageSet
+from vivid_med.sources.ct import crop_resize, patient_split_map, window_hu
+from vivid_med.sources.dataset import DatasetOptions, HuWindow, ImageSetSource, SplitFractions, register
 from vivid_med.ums import UMSRecord, ct_record, provenance
 
 NS = "http://www.nih.gov"
@@ -34,37 +36,6 @@ CHARACTERISTICS: tuple[str, ...] = (
 )
 CLASS_NAMES: tuple[str, str] = ("benign", "malignant")
 REJECT_COLUMNS: tuple[str, ...] = ("source_file", "row", "reason", "detail")
-
-
-# ---------------------------------------------------------------- CT helpers (shared with nifti_organs)
-def window_hu(hu: np.ndarray, width: float, level: float) -> np.ndarray:
-    """Hounsfield units -> uint8 through a display window (e.g. lung W1500/L-600, abdomen W400/L40)."""
-    lo = level - width / 2
-    return np.clip(np.rint((hu - lo) / width * 255.0), 0, 255).astype(np.uint8)
-
-
-def crop_resize(img: np.ndarray, centre_rc: tuple[float, float], half: float, size: int,
-                fill: float) -> np.ndarray:
-    """Square crop [2*half] around (row, col), padded with ``fill`` outside ``img``, bilinear-resized.
-
-    img: float [H, W] -> float32 [size, size].
-    """
-    h = max(1, int(np.ceil(half)))
-    r0, c0 = int(round(centre_rc[0])) - h, int(round(centre_rc[1])) - h
-    out = np.full((2 * h, 2 * h), fill, np.float32)
-    rs, cs = max(r0, 0), max(c0, 0)
-    re, ce = min(r0 + 2 * h, img.shape[0]), min(c0 + 2 * h, img.shape[1])
-    if re > rs and ce > cs:
-        out[rs - r0:re - r0, cs - c0:ce - c0] = img[rs:re, cs:ce]
-    return np.asarray(Image.fromarray(out, mode="F").resize((size, size), Image.BILINEAR), np.float32)
-
-
-def split_patients(patients: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, str]:
-    """Seeded patient-level split: {patient: 'train'|'val'|'test'} in proportions ``fractions``."""
-    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions {fractions} must be 3 non-negative numbers summing to 1")
-    uniq = pd.Series(sorted(set(patients)))
-    return dict(zip(uniq, split_patient_ids(uniq, dict(zip(SPLITS, fractions)), seed)))
 
 
 # ---------------------------------------------------------------- XML
@@ -306,42 +277,59 @@ def find_series(root: Path) -> list[tuple[Path, Path]]:
     return out
 
 
-def load_lidc(root: str | Path, rule: str = "mean", tol_mm: float = 10.0, min_readers: int = 1,
-              crop_mm: float = 48.0, crop_size: int = 64, window: tuple[float, float] = (1500.0, -600.0),
-              fractions: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0,
-              progress: bool = True) -> LidcData:
-    """Read an LIDC-IDRI download -> LidcData (crops uint8 [N, crop_size, crop_size], labels 0/1)."""
-    from tqdm import tqdm
+@register("lidc")
+class LidcIdri(ImageSetSource):
+    """An LIDC-IDRI download -> one middle-slice crop per kept nodule (uint8 [N, crop_size, crop_size], labels
+    0 benign / 1 malignant, patient = PatientID, split by patient with ``fractions`` and ``seed``)."""
 
-    root = Path(root)
-    pairs = find_series(root)
-    if not pairs:
-        raise FileNotFoundError(f"{root}: no series folder with *.dcm and a readers' *.xml (LIDC-IDRI layout)")
-    rows, crops, rejects = [], [], []
-    for folder, xml in tqdm(pairs, desc="lidc series", disable=not progress):
-        try:
-            r, c, rej = _series_nodules(folder, xml, rule, tol_mm, min_readers, crop_mm, crop_size, window)
-        except LidcXmlError as e:
-            reason = "not_ct_read" if isinstance(e, NotCtReadError) else "bad_xml"
-            rejects.append(dict(source_file=str(xml), row="", reason=reason, detail=str(e)))
-            continue
-        except (ValueError, AttributeError, KeyError) as e:  # AttributeError: a DICOM without a needed tag
-            rejects.append(dict(source_file=str(folder), row="", reason="bad_series", detail=str(e)))
-            continue
-        rows += r
-        crops += c
-        rejects += rej
-    nodules = pd.DataFrame(rows, columns=["patient_id", "series_uid", "nodule", "n_readers", "malignancy",
-                                          "malignancy_mean", "label", "slice_z", "x", "y", "series_dir", "xml"])
-    kept = nodules[nodules.label.notna()]
-    if kept.empty:
-        raise ValueError(f"{root}: no nodule kept ({len(nodules)} found, {len(rejects)} rejects)")
-    split = split_patients(list(kept.patient_id), fractions, seed)
-    pids = kept.patient_id.to_numpy(str)
-    images = ImageSet("lidc", np.stack(crops), kept.label.to_numpy(np.int64), pids,
-                      np.array([split[p] for p in pids]), CLASS_NAMES)
-    nodules["split"] = nodules.patient_id.map(split)
-    return LidcData(images, nodules, pd.DataFrame(rejects, columns=list(REJECT_COLUMNS)))
+    class Options(DatasetOptions):
+        rule: Literal["mean", "median"] = "mean"
+        tol_mm: PositiveFloat = 10.0
+        min_readers: PositiveInt = 1
+        crop_mm: PositiveFloat = 48.0
+        crop_size: PositiveInt = 64
+        window: HuWindow = [1500.0, -600.0]
+        fractions: SplitFractions = [0.7, 0.2, 0.1]
+        seed: NonNegativeInt = 0
+        progress: bool = True
+
+    def image_set(self) -> ImageSet:
+        return self.read().images
+
+    def read(self) -> LidcData:
+        """The crops with the nodule table (kept and dropped nodules) and the rejects."""
+        from tqdm import tqdm
+
+        o, root = self.options, self.root
+        pairs = find_series(root)
+        if not pairs:
+            raise FileNotFoundError(f"{root}: no series folder with *.dcm and a readers' *.xml (LIDC-IDRI layout)")
+        rows, crops, rejects = [], [], []
+        for folder, xml in tqdm(pairs, desc="lidc series", disable=not o.progress):
+            try:
+                r, c, rej = _series_nodules(folder, xml, o.rule, o.tol_mm, o.min_readers, o.crop_mm, o.crop_size,
+                                            tuple(o.window))
+            except LidcXmlError as e:
+                reason = "not_ct_read" if isinstance(e, NotCtReadError) else "bad_xml"
+                rejects.append(dict(source_file=str(xml), row="", reason=reason, detail=str(e)))
+                continue
+            except (ValueError, AttributeError, KeyError) as e:  # AttributeError: a DICOM without a needed tag
+                rejects.append(dict(source_file=str(folder), row="", reason="bad_series", detail=str(e)))
+                continue
+            rows += r
+            crops += c
+            rejects += rej
+        nodules = pd.DataFrame(rows, columns=["patient_id", "series_uid", "nodule", "n_readers", "malignancy",
+                                              "malignancy_mean", "label", "slice_z", "x", "y", "series_dir", "xml"])
+        kept = nodules[nodules.label.notna()]
+        if kept.empty:
+            raise ValueError(f"{root}: no nodule kept ({len(nodules)} found, {len(rejects)} rejects)")
+        split = patient_split_map(list(kept.patient_id), o.fractions, o.seed)
+        pids = kept.patient_id.to_numpy(str)
+        images = ImageSet("lidc", np.stack(crops), kept.label.to_numpy(np.int64), pids,
+                          np.array([split[p] for p in pids]), CLASS_NAMES)
+        nodules["split"] = nodules.patient_id.map(split)
+        return LidcData(images, nodules, pd.DataFrame(rejects, columns=list(REJECT_COLUMNS)))
 
 
 def ums_records(nodules: pd.DataFrame, rule: str = "mean") -> list[UMSRecord]:

@@ -6,18 +6,22 @@
 - ``mimic-cxr-2.0.0-chexpert.csv``: ``subject_id, study_id`` + the 14 observations (1.0 / 0.0 / -1.0 / blank).
 - images ``files/p10/p10000032/s50414267/<dicom_id>.jpg``; reports (from MIMIC-CXR)
   ``files/p10/p10000032/s50414267.txt``, under the same root or ``reports_root``.
+
+``labels: reports`` (default) reads the states from each study's report; ``labels: table`` from the chexpert table.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from vivid_med.fields import DISPLAY_NAMES, FIELDS
-from vivid_med.sources.cxr import (SourceRows, find_file, frame, label_codes, normalise_split, normalise_view,
-                                   read_csv, read_report, reject_where)
+from vivid_med.fields import DISPLAY_NAMES
+from vivid_med.sources.cxr import (SourceRows, find_file, frame, join_labels, label_codes, normalise_split,
+                                   normalise_view, read_csv, read_report, reject_by_reason, reject_where)
+from vivid_med.sources.dataset import RecordOptions, RecordSource, register
 from vivid_med.tables import Reason
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -34,61 +38,43 @@ def _study_labels(root: Path, studies: pd.Series) -> tuple[np.ndarray, pd.Series
     path = find_file(root, (CHEXPERT,))
     table = read_csv(path)
     codes, bad = label_codes(table, DISPLAY_NAMES, str(path))
-    table["_row"] = np.arange(1, len(table) + 1)
-    table["_bad"] = bad
-    table["_key"] = [c.tobytes() for c in codes]
-    per_study = table.groupby("study_id", sort=False)
-    first = per_study["_row"].first()
-    conflict = per_study["_key"].nunique() > 1
-    bad_detail = per_study["_bad"].agg(lambda s: next((b for b in s if b is not None), None))
-    idx = studies.map(first)
-    found = idx.notna().to_numpy()
-    out = np.zeros((len(studies), len(FIELDS)), dtype=np.int8)
-    out[found] = codes[idx[found].to_numpy(dtype=np.int64) - 1]
-    reason = pd.Series(None, index=studies.index, dtype=object)
-    detail = pd.Series(None, index=studies.index, dtype=object)
-    unknown = studies.map(bad_detail).notna()
-    reason[unknown] = Reason.UNKNOWN_LABEL.value
-    detail[unknown] = CHEXPERT + ": " + studies[unknown].map(bad_detail)
-    conflicting = studies.map(conflict).fillna(False).astype(bool) & reason.isna()
-    reason[conflicting] = Reason.CONFLICTING_LABELS.value
-    detail[conflicting] = f"{CHEXPERT}: study has rows with different labels"
-    missing = ~pd.Series(found, index=studies.index) & reason.isna()
-    reason[missing] = Reason.MISSING_LABELS.value
-    detail[missing] = f"study not in {CHEXPERT}"
-    return out, reason, detail
+    return join_labels(table["study_id"], codes, bad, studies, CHEXPERT, "study")
 
 
-def read_mimic(root: str | Path, labels: str = "reports", reports_root: str | Path | None = None) -> SourceRows:
-    """One row per image of the metadata table; with ``labels='table'`` the chexpert table's codes."""
-    root = Path(root)
-    reports_root = Path(reports_root) if reports_root else root
-    meta_path = find_file(root, (METADATA,))
-    meta = read_csv(meta_path)
-    need = [c for c in ("dicom_id", "subject_id", "study_id", "ViewPosition") if c not in meta.columns]
-    if need:
-        raise ValueError(f"{meta_path}: missing column(s) {need}")
-    split_table = read_csv(find_file(root, (SPLIT,))).drop_duplicates("dicom_id")
-    split = normalise_split(meta["dicom_id"].map(split_table.set_index("dicom_id")["split"]))
-    subject, study = meta["subject_id"].str.strip(), meta["study_id"].str.strip()
-    numeric = (subject.str.fullmatch(r"\d+") & study.str.fullmatch(r"\d+")).fillna(False).to_numpy(bool)
-    study_dir = _study_dir(subject, study)
-    # ids build the report path: only all-digit ids (MIMIC's) are read, so a crafted id cannot leave the root
-    reports = {s: (read_report(reports_root / f"{s}.txt") if ok else (None, Reason.MISSING_ID.value))
-               for s, ok in zip(study_dir, numeric)}
-    df = frame(source_file=[meta_path.name] * len(meta), row=np.arange(1, len(meta) + 1),
-               study_id=meta["study_id"].str.strip(), patient_id=meta["subject_id"].str.strip(),
-               image_id=meta["dicom_id"].str.strip(), image_path=study_dir + "/" + meta["dicom_id"] + ".jpg",
-               view=normalise_view(meta["ViewPosition"]), split=split,
-               report=study_dir.map(lambda s: reports[s][0]), report_issue=study_dir.map(lambda s: reports[s][1]))
-    reject_where(df, ~numeric, Reason.MISSING_ID, "subject_id and study_id must be digits")
-    reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, f"not a known split in {SPLIT}")
-    codes = None
-    if labels == "table":
+@register("mimic")
+class MimicCxrJpg(RecordSource):
+    """One row per image of the metadata table; reports from ``reports_root`` (default: ``root``); with
+    ``labels: table`` the chexpert table's codes (a study without a row, or with conflicting rows, is rejected)."""
+
+    class Options(RecordOptions):
+        labels: Literal["reports", "table"] = "reports"
+        reports_root: str | None = None
+
+    def records(self) -> SourceRows:
+        root = self.root
+        reports_root = Path(self.options.reports_root) if self.options.reports_root else root
+        meta_path = find_file(root, (METADATA,))
+        meta = read_csv(meta_path)
+        need = [c for c in ("dicom_id", "subject_id", "study_id", "ViewPosition") if c not in meta.columns]
+        if need:
+            raise ValueError(f"{meta_path}: missing column(s) {need}")
+        split_table = read_csv(find_file(root, (SPLIT,))).drop_duplicates("dicom_id")
+        split = normalise_split(meta["dicom_id"].map(split_table.set_index("dicom_id")["split"]))
+        subject, study = meta["subject_id"].str.strip(), meta["study_id"].str.strip()
+        numeric = (subject.str.fullmatch(r"\d+") & study.str.fullmatch(r"\d+")).fillna(False).to_numpy(bool)
+        study_dir = _study_dir(subject, study)
+        # ids build the report path: only all-digit ids (MIMIC's) are read, so a crafted id cannot leave the root
+        reports = {s: (read_report(reports_root / f"{s}.txt") if ok else (None, Reason.MISSING_ID.value))
+                   for s, ok in zip(study_dir, numeric)}
+        df = frame(source_file=[meta_path.name] * len(meta), row=np.arange(1, len(meta) + 1),
+                   study_id=meta["study_id"].str.strip(), patient_id=meta["subject_id"].str.strip(),
+                   image_id=meta["dicom_id"].str.strip(), image_path=study_dir + "/" + meta["dicom_id"] + ".jpg",
+                   view=normalise_view(meta["ViewPosition"]), split=split,
+                   report=study_dir.map(lambda s: reports[s][0]), report_issue=study_dir.map(lambda s: reports[s][1]))
+        reject_where(df, ~numeric, Reason.MISSING_ID, "subject_id and study_id must be digits")
+        reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, f"not a known split in {SPLIT}")
+        if self.options.labels == "reports":
+            return SourceRows(self.kind, root, df)
         codes, reason, detail = _study_labels(root, df["study_id"])
-        for code in reason.dropna().unique():
-            mask = (reason == code).to_numpy()
-            reject_where(df, mask, Reason(code), detail)
-    elif labels != "reports":
-        raise ValueError(f"mimic labels must be 'reports' or 'table', got {labels!r}")
-    return SourceRows("mimic", root, df, codes, label_file=CHEXPERT if codes is not None else None)
+        reject_by_reason(df, reason, detail)
+        return SourceRows(self.kind, root, df, codes, label_file=CHEXPERT)

@@ -1,4 +1,4 @@
-"""Organ slices from NIfTI CT volumes with label maps (the way OrganAMNIST was cut from LiTS).
+"""Organ slices from NIfTI CT volumes with label maps (the way OrganAMNIST was cut from LiTS; kind ``nifti_organs``).
 
 Layout read: ``<root>/<case>_image.nii.gz`` (Hounsfield units) + ``<root>/<case>_label.nii.gz`` (uint labels,
 0 background, ``k`` = class ``k-1`` of ``classes``; default: OrganAMNIST's 11 organs). For every organ of
@@ -10,40 +10,16 @@ left, anterior at the top).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import nibabel as nib
 import numpy as np
+from pydantic import Field
 
+from vivid_med.params import NonNegativeInt, PositiveInt
 from vivid_med.sources.base import ImageSet
-from vivid_med.sources.lidc import crop_resize, split_patients, window_hu
-
-#: OrganAMNIST's classes in MedMNIST's label order (medmnist INFO["organamnist"]["label"]).
-ORGAN_CLASSES: tuple[str, ...] = (
-    "bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right",
-    "liver", "lung-left", "lung-right", "pancreas", "spleen",
-)
-
-
-def ras_to_display(a: np.ndarray) -> np.ndarray:
-    """An axial slice of a RAS+ volume [X, Y] -> the radiological view [rows=A->P, cols=R->L].
-
-    The same operation maps a display slice back to RAS (it is its own inverse up to the transpose).
-    """
-    return np.ascontiguousarray(a[::-1, ::-1].T)
-
-
-def organ_crop(hu: np.ndarray, mask: np.ndarray, size: int, window: tuple[float, float] = (400.0, 40.0),
-               margin: float = 0.15) -> np.ndarray:
-    """Square crop around ``mask``'s bounding box (+ ``margin`` per side), windowed and resized.
-
-    hu: float [H, W]; mask: bool [H, W] (non-empty) -> uint8 [size, size].
-    """
-    rows, cols = np.nonzero(mask)
-    if not len(rows):
-        raise ValueError("organ_crop: empty mask")
-    centre = ((rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2)
-    half = (max(np.ptp(rows), np.ptp(cols)) + 1) / 2 * (1 + 2 * margin)
-    return window_hu(crop_resize(hu, centre, half, size, -1000.0), *window)
+from vivid_med.sources.ct import ORGAN_CLASSES, organ_crop, patient_split_map, ras_to_display
+from vivid_med.sources.dataset import DatasetOptions, HuWindow, ImageSetSource, SplitFractions, register
 
 
 def find_cases(root: Path) -> list[tuple[str, Path, Path]]:
@@ -79,27 +55,36 @@ def load_case(image_path: Path, label_path: Path, n_classes: int) -> tuple[nib.N
     return img, labels.astype(np.uint8)
 
 
-def load_nifti_organs(root: str | Path, classes: tuple[str, ...] = ORGAN_CLASSES, size: int = 64,
-                      window: tuple[float, float] = (400.0, 40.0), margin: float = 0.15,
-                      fractions: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0) -> ImageSet:
+@register("nifti_organs")
+class NiftiOrgans(ImageSetSource):
     """One crop per (case, organ present): ImageSet uint8 [N, size, size], labels = class index,
-    patient = case, split by case."""
-    root = Path(root)
-    images, labels, cases = [], [], []
-    for case, image_path, label_path in find_cases(root):
-        img, lab = load_case(image_path, label_path, len(classes))
-        for v in np.unique(lab):
-            if v == 0:
-                continue
-            area = (lab == v).sum((0, 1))
-            k = int(np.argmax(area))
-            hu = np.asarray(img.dataobj[:, :, k], np.float32)
-            images.append(organ_crop(ras_to_display(hu), ras_to_display(lab[:, :, k] == v), size, window, margin))
-            labels.append(int(v) - 1)
-            cases.append(case)
-    if not images:
-        raise ValueError(f"{root}: no organ label found in any case")
-    split = split_patients(cases, fractions, seed)
-    pids = np.array(cases)
-    return ImageSet("nifti_organs", np.stack(images), np.array(labels, np.int64), pids,
-                    np.array([split[c] for c in cases]), tuple(classes))
+    patient = case, split by case with ``fractions`` and ``seed``."""
+
+    class Options(DatasetOptions):
+        classes: Annotated[list[str], Field(min_length=1)] = list(ORGAN_CLASSES)
+        size: PositiveInt = 64
+        window: HuWindow = [400.0, 40.0]
+        margin: Annotated[float, Field(ge=0.0)] = 0.15
+        fractions: SplitFractions = [0.7, 0.2, 0.1]
+        seed: NonNegativeInt = 0
+
+    def image_set(self) -> ImageSet:
+        o = self.options
+        images, labels, cases = [], [], []
+        for case, image_path, label_path in find_cases(self.root):
+            img, lab = load_case(image_path, label_path, len(o.classes))
+            for v in np.unique(lab):
+                if v == 0:
+                    continue
+                area = (lab == v).sum((0, 1))
+                k = int(np.argmax(area))
+                hu = np.asarray(img.dataobj[:, :, k], np.float32)
+                images.append(organ_crop(ras_to_display(hu), ras_to_display(lab[:, :, k] == v), o.size,
+                                         tuple(o.window), o.margin))
+                labels.append(int(v) - 1)
+                cases.append(case)
+        if not images:
+            raise ValueError(f"{self.root}: no organ label found in any case")
+        split = patient_split_map(cases, o.fractions, o.seed)
+        return ImageSet("nifti_organs", np.stack(images), np.array(labels, np.int64), np.array(cases),
+                        np.array([split[c] for c in cases]), tuple(o.classes))

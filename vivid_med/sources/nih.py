@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from vivid_med.fields import FIELDS
-from vivid_med.sources.base import split_patients
+from vivid_med.params import NonNegativeInt, Probability
+from vivid_med.sources.base import split_by_patient
 from vivid_med.sources.cxr import SourceRows, find_file, frame, normalise_view, read_csv, reject_where
+from vivid_med.sources.dataset import RecordOptions, RecordSource, register
+from vivid_med.states import NULL_CODE, State
 from vivid_med.tables import Reason
 
 #: NIH finding -> UMS field (the 8 labels both share; method.md section 5). ``No Finding`` is its own label.
@@ -30,17 +34,21 @@ NIH_TO_FIELD: dict[str, str] = {
     "Consolidation": "consolidation", "Edema": "edema", "Effusion": "pleural_effusion",
     "Pneumonia": "pneumonia", "Pneumothorax": "pneumothorax",
 }
+#: The 14 NIH findings (order of the NIH paper): the labels of ``Finding Labels`` besides ``No Finding``.
+NIH_LABELS: tuple[str, ...] = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+    "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+)
 #: NIH findings with no UMS field of the same meaning (they leave every field's state unchanged).
-NIH_UNMAPPED: tuple[str, ...] = ("Infiltration", "Mass", "Nodule", "Emphysema", "Fibrosis", "Pleural_Thickening",
-                                 "Hernia")
+NIH_UNMAPPED: tuple[str, ...] = tuple(label for label in NIH_LABELS if label not in NIH_TO_FIELD)
 DATA_ENTRY = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 
 
 def nih_codes(labels: pd.Series) -> tuple[np.ndarray, list[str | None]]:
     """State codes [N, 14] from ``Finding Labels`` and, per row, None or a detail naming a bad label."""
     mapped_cols = [FIELDS.index(f) for f in NIH_TO_FIELD.values()]
-    codes = np.zeros((len(labels), len(FIELDS)), dtype=np.int8)
-    codes[:, mapped_cols] = 2  # absent unless listed
+    codes = np.full((len(labels), len(FIELDS)), NULL_CODE, dtype=np.int8)
+    codes[:, mapped_cols] = State.ABSENT.code  # absent unless listed
     col_of = {name: FIELDS.index(f) for name, f in NIH_TO_FIELD.items()}
     known = set(NIH_TO_FIELD) | set(NIH_UNMAPPED)
     bad: list[str | None] = [None] * len(labels)
@@ -53,7 +61,7 @@ def nih_codes(labels: pd.Series) -> tuple[np.ndarray, list[str | None]]:
             bad[i] = "Finding Labels combines 'No Finding' with findings"
         for n in names:
             if n in col_of:
-                codes[i, col_of[n]] = 1
+                codes[i, col_of[n]] = State.PRESENT.code
     return codes, bad
 
 
@@ -74,30 +82,56 @@ def _read_list(path: Path) -> set[str]:
     return {line.strip() for line in path.read_text().splitlines() if line.strip()}
 
 
-def read_nih(root: str | Path, val_fraction: float = 0.1, seed: int = 0) -> SourceRows:
+@register("nih")
+class NihChestXray14(RecordSource):
     """One row per ``Data_Entry`` row; codes from ``Finding Labels``; official test list, val by patient."""
-    root = Path(root)
-    entry_path = find_file(root, DATA_ENTRY)
-    table = read_csv(entry_path)
-    need = [c for c in ("Image Index", "Finding Labels", "Patient ID", "View Position") if c not in table.columns]
-    if need:
-        raise ValueError(f"{entry_path}: missing column(s) {need}")
-    test, train_val = _read_list(root / "test_list.txt"), _read_list(root / "train_val_list.txt")
-    name = table["Image Index"].str.strip()
-    patient = table["Patient ID"].str.strip()
-    in_tv = name.isin(train_val).to_numpy()
-    split = pd.Series(None, index=table.index, dtype=object)
-    split[name.isin(test)] = "test"
-    split[in_tv] = split_patients(patient[in_tv], {"val": val_fraction, "train": 1.0}, seed)
-    index = _image_index(root)
-    codes, bad = nih_codes(table["Finding Labels"])
-    df = frame(source_file=[entry_path.name] * len(table), row=np.arange(1, len(table) + 1),
-               study_id=name.str.replace(r"\.png$", "", regex=True), patient_id=patient,
-               image_id=name.str.replace(r"\.png$", "", regex=True),
-               image_path=name.map(lambda n: index.get(n, f"images/{n}")),
-               view=normalise_view(table["View Position"]), split=split)
-    reject_where(df, np.array([b is not None for b in bad]), Reason.UNKNOWN_LABEL, bad)
-    both = name.isin(test).to_numpy() & in_tv
-    reject_where(df, both, Reason.UNKNOWN_SPLIT, "image is on both test_list.txt and train_val_list.txt")
-    reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, "image is on no official split list")
-    return SourceRows("nih", root, df, codes)
+
+    class Options(RecordOptions):
+        labels: Literal["table"] = "table"
+        val_fraction: Probability = 0.1
+        seed: NonNegativeInt = 0
+
+    def records(self) -> SourceRows:
+        root = self.root
+        entry_path = find_file(root, DATA_ENTRY)
+        table = read_csv(entry_path)
+        need = [c for c in ("Image Index", "Finding Labels", "Patient ID", "View Position") if c not in table.columns]
+        if need:
+            raise ValueError(f"{entry_path}: missing column(s) {need}")
+        test, train_val = _read_list(root / "test_list.txt"), _read_list(root / "train_val_list.txt")
+        name = table["Image Index"].str.strip()
+        patient = table["Patient ID"].str.strip()
+        in_tv = name.isin(train_val).to_numpy()
+        split = pd.Series(None, index=table.index, dtype=object)
+        split[name.isin(test)] = "test"
+        split[in_tv] = split_by_patient(patient[in_tv], {"val": self.options.val_fraction, "train": 1.0},
+                                        self.options.seed)
+        index = _image_index(root)
+        codes, bad = nih_codes(table["Finding Labels"])
+        df = frame(source_file=[entry_path.name] * len(table), row=np.arange(1, len(table) + 1),
+                   study_id=name.str.replace(r"\.png$", "", regex=True), patient_id=patient,
+                   image_id=name.str.replace(r"\.png$", "", regex=True),
+                   image_path=name.map(lambda n: index.get(n, f"images/{n}")),
+                   view=normalise_view(table["View Position"]), split=split)
+        reject_where(df, np.array([b is not None for b in bad]), Reason.UNKNOWN_LABEL, bad)
+        both = name.isin(test).to_numpy() & in_tv
+        reject_where(df, both, Reason.UNKNOWN_SPLIT, "image is on both test_list.txt and train_val_list.txt")
+        reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, "image is on no official split list")
+        return SourceRows(self.kind, root, df, codes)
+
+
+def nih_label_matrix(finding_labels: list[str] | np.ndarray, labels: tuple[str, ...] = NIH_LABELS) -> np.ndarray:
+    """NIH "Finding Labels" strings ("A|B", "No Finding") -> 0/1 float32 [N, len(labels)].
+
+    Raises ValueError naming the row of an unknown label.
+    """
+    known = set(NIH_LABELS) | {"No Finding"}
+    out = np.zeros((len(finding_labels), len(labels)), np.float32)
+    col = {name: j for j, name in enumerate(labels)}
+    for i, s in enumerate(finding_labels):
+        for name in (n.strip() for n in str(s).split("|")):
+            if name not in known:
+                raise ValueError(f"NIH labels row {i}: unknown finding {name!r}")
+            if name in col:
+                out[i, col[name]] = 1.0
+    return out

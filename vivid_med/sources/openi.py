@@ -16,11 +16,14 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
-from vivid_med.sources.base import split_patients
-from vivid_med.sources.cxr import SourceRows, frame, normalise_split, reject_where
+from vivid_med.params import NonNegativeInt
+from vivid_med.sources.base import split_by_patient
+from vivid_med.sources.cxr import SourceRows, frame, normalise_split, reject_where, sectioned_report
+from vivid_med.sources.dataset import RecordOptions, RecordSource, register
 from vivid_med.tables import Reason
 
 SECTIONS = ("FINDINGS", "IMPRESSION")
@@ -49,7 +52,7 @@ def _xml_report(path: Path) -> tuple[str, list[str]]:
     """("FINDINGS: ...\\n\\nIMPRESSION: ...", parent image ids) of one Open-i XML report."""
     tree = ET.parse(path)
     texts = {a.get("Label", "").upper(): (a.text or "").strip() for a in tree.iter("AbstractText")}
-    report = "\n\n".join(f"{s}: {texts.get(s, '')}" for s in SECTIONS)
+    report = sectioned_report({s: texts.get(s, "") for s in SECTIONS})
     return report, [p.get("id", "") for p in tree.iter("parentImage")]
 
 
@@ -68,21 +71,29 @@ def _rows_xml(root: Path, seed: int) -> pd.DataFrame:
                              image_id=pid, image_path=images.get(pid, f"images/{pid}.png") if pid else "",
                              report=report))
     df = pd.DataFrame(rows)
-    df["split"] = split_patients(df["patient_id"], R2GEN_SPLITS, seed)
+    df["split"] = split_by_patient(df["patient_id"], R2GEN_SPLITS, seed)
     return df
 
 
-def read_openi(root: str | Path, seed: int = 0) -> SourceRows:
-    """One row per (report, image); ``annotation.json`` when present, else ``ecgen-radiology/*.xml``."""
-    root = Path(root)
-    if (root / "annotation.json").is_file():
-        rows = _rows_r2gen(root)
-    elif (root / "ecgen-radiology").is_dir():
-        rows = _rows_xml(root, seed)
-    else:
-        raise FileNotFoundError(f"{root}: neither annotation.json (R2Gen) nor ecgen-radiology/ (Open-i XML)")
-    df = frame(**{c: rows[c] for c in ("source_file", "row", "study_id", "patient_id", "image_id",
-                                       "image_path", "split", "report")})
-    reject_where(df, (df["image_path"] == "").to_numpy(), Reason.MISSING_IMAGE, "report lists no image")
-    reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, "split is not train / val / test")
-    return SourceRows("openi", root, df)
+@register("openi")
+class IuXrayOpenI(RecordSource):
+    """One row per (report, image); ``annotation.json`` when present, else ``ecgen-radiology/*.xml``
+    (split 70/10/20 by patient with ``seed``). Reports only: there is no label table."""
+
+    class Options(RecordOptions):
+        labels: Literal["reports"] = "reports"
+        seed: NonNegativeInt = 0
+
+    def records(self) -> SourceRows:
+        root = self.root
+        if (root / "annotation.json").is_file():
+            rows = _rows_r2gen(root)
+        elif (root / "ecgen-radiology").is_dir():
+            rows = _rows_xml(root, self.options.seed)
+        else:
+            raise FileNotFoundError(f"{root}: neither annotation.json (R2Gen) nor ecgen-radiology/ (Open-i XML)")
+        df = frame(**{c: rows[c] for c in ("source_file", "row", "study_id", "patient_id", "image_id",
+                                           "image_path", "split", "report")})
+        reject_where(df, (df["image_path"] == "").to_numpy(), Reason.MISSING_IMAGE, "report lists no image")
+        reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, "split is not train / val / test")
+        return SourceRows(self.kind, root, df)

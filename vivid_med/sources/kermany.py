@@ -1,0 +1,40 @@
+"""Pediatric chest X-ray pneumonia (Kermany et al., Cell 2018) as an ImageSet (kind ``kermany``).
+
+Layout read: ``<root>/labels.csv`` with columns ``path`` (image file relative to ``root``), ``label``
+(``NORMAL`` / ``PNEUMONIA``) and ``patient_key`` (the patient parsed from the file name), as in
+``../shared/data/kermany_pneumonia_224``. The release's train/test folders share patient keys, so the images
+are re-split by ``patient_key`` (``fractions`` train / val / test, ``seed``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vivid_med.params import NonNegativeInt, PositiveInt
+from vivid_med.sources.base import SPLITS, ImageSet, read_gray, split_by_patient
+from vivid_med.sources.dataset import DatasetOptions, ImageSetSource, SplitFractions, register
+
+#: The label values of labels.csv, in class-index order.
+KERMANY_LABELS: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+
+
+@register("kermany")
+class KermanyPneumonia(ImageSetSource):
+    """Normal (0) vs pneumonia (1): uint8 [N, size, size], patient = ``patient_key``; named after the folder."""
+
+    class Options(DatasetOptions):
+        size: PositiveInt = 64
+        fractions: SplitFractions = [0.7, 0.1, 0.2]
+        seed: NonNegativeInt = 0
+
+    def image_set(self) -> ImageSet:
+        root, o = self.root, self.options
+        df = pd.read_csv(root / "labels.csv")
+        bad = sorted(set(df["label"]) - set(KERMANY_LABELS))
+        if bad:
+            raise ValueError(f"{root / 'labels.csv'}: unknown label(s) {bad}")
+        splits = split_by_patient(df["patient_key"], dict(zip(SPLITS, o.fractions)), o.seed).to_numpy().astype(str)
+        labels = df["label"].map({c: i for i, c in enumerate(KERMANY_LABELS)}).to_numpy(np.int64)
+        return ImageSet(root.name, read_gray(root, df["path"].tolist(), o.size), labels,
+                        df["patient_key"].to_numpy(), splits, ("normal", "pneumonia"))

@@ -1,0 +1,35 @@
+"""An NIH ChestX-ray14 image subset with its 14 finding labels as a multi-label ImageSet (kind ``nih_png``).
+
+Layout read: ``<root>/labels.csv`` with columns ``path`` (PNG relative to ``root``), ``finding_labels`` (NIH's
+``Finding Labels``: ``A|B`` or ``No Finding``) and ``patient_id``, as in ``../shared/data/nih_cxr14_1000_64px``
+(1,000 images at 64 px whose shipped splits share patients). Images are re-split by ``patient_id``
+(``fractions`` train / val / test, ``seed``). For the full release with its official split lists, use the
+record source ``nih``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from vivid_med.params import NonNegativeInt, PositiveInt
+from vivid_med.sources.base import SPLITS, ImageSet, read_gray, split_by_patient
+from vivid_med.sources.dataset import DatasetOptions, ImageSetSource, SplitFractions, register
+from vivid_med.sources.nih import NIH_LABELS, nih_label_matrix
+
+
+@register("nih_png")
+class NihPngSubset(ImageSetSource):
+    """14 NIH labels (multi-label 0/1 float32 [N, 14]), images uint8 [N, size, size]; named after the folder."""
+
+    class Options(DatasetOptions):
+        size: PositiveInt = 64
+        fractions: SplitFractions = [0.7, 0.1, 0.2]
+        seed: NonNegativeInt = 0
+
+    def image_set(self) -> ImageSet:
+        root, o = self.root, self.options
+        df = pd.read_csv(root / "labels.csv", dtype={"patient_id": str})
+        splits = split_by_patient(df["patient_id"], dict(zip(SPLITS, o.fractions)), o.seed).to_numpy().astype(str)
+        return ImageSet(root.name, read_gray(root, df["path"].tolist(), o.size),
+                        nih_label_matrix(df["finding_labels"].tolist()), df["patient_id"].to_numpy(), splits,
+                        NIH_LABELS, multilabel=True)
