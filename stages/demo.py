@@ -1,20 +1,25 @@
-"""Stage ``demo``: build the SYNTHETIC demo cohort in data/demo/ and write metrics/demo.json."""
+"""Stage ``demo``: build the SYNTHETIC demo cohort in data/demo/ and write metrics/demo.json.
+
+params: ``demo`` (``vivid_med.demo.DemoConfig``: seed, mimic, nih, lidc, organ, prevalence).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
 
-from stages._params import load_section
+from stages._params import section
 from vivid_med.demo import DemoConfig, build_demo
 
 OUT = Path("data/demo")
 METRICS = Path("metrics/demo.json")
 
 
-def main() -> None:
-    config = DemoConfig.from_section(load_section("demo"))  # validates before any work
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m stages.demo", description=__doc__.splitlines()[0]).parse_args(argv)
+    config = section(DemoConfig, "demo")  # validates before any work
     if OUT.exists():
         shutil.rmtree(OUT)
     counts = build_demo(OUT, config)

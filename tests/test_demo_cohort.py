@@ -16,22 +16,22 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from helpers import deep_merge, section
 from pydantic import ValidationError
 
 from vivid_med.demo import DemoConfig, build_demo
-from vivid_med.demo.cohort import sample_cohort
-from vivid_med.demo.config import MIMIC_PREVALENCE
-from vivid_med.demo.layouts import CHEXPERT_COLUMNS, MIMIC_METADATA_COLUMNS, NIH_LABELS
+from vivid_med.demo.cohort import draw_patient_splits, sample_cohort
+from vivid_med.demo.layouts import CHEXPERT_COLUMNS, MIMIC_METADATA_COLUMNS, NIH_LABEL_OF_FIELD
 from vivid_med.demo.reports import PATTERNS
 from vivid_med.fields import KEY_OF_DISPLAY
+from vivid_med.params import ParamsError
 
-SMALL = {
-    "seed": 0,
-    "mimic": {"n_patients": 40, "studies_per_patient": [1, 3], "lateral_fraction": 0.3, "image_size": 32},
-    "nih": {"n_patients": 20, "image_size": 32},
-    "lidc": {"n_patients": 1, "slices": 8, "matrix": 32},
-    "organ": {"n_per_class": 4, "image_size": 28, "n_nifti_cases": 1},
-}
+#: params.yaml's demo section, smaller (everything else as in params.yaml, where the values live).
+SMALL = section("demo", seed=0,
+                mimic={"n_patients": 40, "studies_per_patient": [1, 3], "lateral_fraction": 0.3, "image_size": 32},
+                nih={"n_patients": 20, "image_size": 32},
+                lidc={"n_patients": 1, "slices": 8, "matrix": 32},
+                organ={"n_per_class": 4, "image_size": 28, "n_nifti_cases": 1})
 REPO = Path(__file__).resolve().parents[1]
 NIH_COLUMNS = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
                "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
@@ -43,7 +43,7 @@ STATE = {1.0: "present", 0.0: "absent", -1.0: "uncertain"}
 
 def _build(root: Path, seed: int) -> Path:
     out = root / f"demo_{seed}_{len(list(root.iterdir()))}"
-    build_demo(out, DemoConfig.from_section({**SMALL, "seed": seed}))
+    build_demo(out, DemoConfig.model_validate({**SMALL, "seed": seed}))
     return out
 
 
@@ -62,7 +62,7 @@ def test_same_seed_byte_identical_other_seed_differs(demo, tmp_path):
     assert len(first) > 100 and any(k.endswith(".jpg") for k in first) and any(k.endswith(".dcm") for k in first)
     again = tmp_path / "again"  # another process, another hash seed: nothing may depend on either
     code = ("import json, sys; from pathlib import Path; from vivid_med.demo import DemoConfig, build_demo; "
-            "build_demo(Path(sys.argv[1]), DemoConfig.from_section(json.loads(sys.argv[2])))")
+            "build_demo(Path(sys.argv[1]), DemoConfig.model_validate(json.loads(sys.argv[2])))")
     subprocess.run([sys.executable, "-c", code, str(again), json.dumps(SMALL)], check=True, cwd=REPO,
                    capture_output=True, env={**os.environ, "PYTHONHASHSEED": "123"})
     assert _hashes(again) == first
@@ -111,7 +111,7 @@ def test_labels_say_what_the_report_says(demo):
 
 
 def test_findings_co_occur_clinically():
-    studies = sample_cohort(4000, [1, 1], MIMIC_PREVALENCE, {"test": 0.2}, 0.0, np.random.default_rng(0))
+    studies = sample_cohort(4000, [1, 1], section("demo")["prevalence"], {"test": 0.2}, 0.0, np.random.default_rng(0))
     df = pd.DataFrame([s.findings for s in studies]).astype(bool)
     assert df.loc[df.edema, "pleural_effusion"].mean() > df.pleural_effusion.mean() + 0.1
     assert df.loc[df.edema, "cardiomegaly"].mean() > df.cardiomegaly.mean() + 0.1
@@ -160,7 +160,7 @@ def test_layouts_have_the_official_columns(demo):
     assert list(nih.columns) == NIH_COLUMNS
     assert nih["Image Index"].str.fullmatch(r"\d{8}_\d{3}\.png").all()
     names = {t for labels in nih["Finding Labels"] for t in labels.split("|")}
-    assert names <= set(NIH_LABELS.values()) | {"Mass", "Nodule", "No Finding"}
+    assert names <= set(NIH_LABEL_OF_FIELD.values()) | {"Mass", "Nodule", "No Finding"}
     with Image.open(demo / "nih" / "images" / nih["Image Index"][0]) as im:
         assert im.format == "PNG" and im.size == (32, 32)
     assert "SYNTHETIC" in (demo / "README.md").read_text()
@@ -185,17 +185,32 @@ def test_nih_header_matches_the_real_table(demo, shared_data):
 ])
 def test_bad_params_fail_before_work_naming_the_key(patch, key, tmp_path, monkeypatch):
     with pytest.raises(ValidationError, match=re.escape(key)):
-        DemoConfig.from_section(patch)
+        DemoConfig.model_validate(section("demo", **patch))
     from stages import demo as stage
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"demo": {**SMALL, **patch}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"demo": deep_merge(SMALL, patch)}))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValidationError, match=re.escape(key)):
-        stage.main()
+    with pytest.raises(ParamsError, match=re.escape(f"demo.{key}")):
+        stage.main([])
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+@pytest.mark.parametrize("part, key", [("mimic", "n_patients"), ("prevalence", "edema"), ("nih", "prevalence")])
+def test_no_defaults_every_key_comes_from_params(part, key):
+    partial = section("demo")
+    partial[part] = {k: v for k, v in partial[part].items() if k != key}
+    with pytest.raises(ValidationError, match=re.escape(f"{part}.{key}") + r"\n  Field required"):
+        DemoConfig.model_validate(partial)
+
+
+def test_patient_splits_keep_every_split():
+    rng = np.random.default_rng(0)
+    splits = draw_patient_splits(3, {"test": 0.01, "validate": 0.01}, rng)
+    assert sorted(splits) == ["test", "train", "validate"]
+    assert draw_patient_splits(10, {"test": 0.2}, np.random.default_rng(1)).count("test") == 2
 
 
 def test_refuses_a_non_empty_output(tmp_path):
     (tmp_path / "stale.txt").write_text("x")
     with pytest.raises(FileExistsError, match="not empty"):
-        build_demo(tmp_path, DemoConfig.from_section(SMALL))
+        build_demo(tmp_path, DemoConfig.model_validate(SMALL))

@@ -88,8 +88,9 @@ def sample_findings(prevalence: dict[str, float], acuity: float, rng: np.random.
     return out
 
 
-def split_patients(n: int, fractions: dict[str, float], rng: np.random.Generator) -> list[str]:
-    """A split name per patient: a random permutation; a non-zero fraction gets >= 1 patient, train keeps >= 1."""
+def draw_patient_splits(n: int, fractions: dict[str, float], rng: np.random.Generator) -> list[str]:
+    """A split name for each of ``n`` patients (test / validate counts from ``fractions``, the rest train), in a
+    random order drawn from ``rng``; a non-zero fraction gets >= 1 patient, train keeps >= 1."""
     labels: list[str] = []
     for s in ("test", "validate"):
         frac = fractions.get(s, 0.0)
@@ -103,7 +104,7 @@ def sample_cohort(n_patients: int, per_patient: list[int], prevalence: dict[str,
                   split_fractions: dict[str, float], lateral_fraction: float,
                   rng: np.random.Generator) -> list[Study]:
     """Patients -> studies, ordered by patient then visit. per_patient: [low, high] visits (inclusive)."""
-    splits = split_patients(n_patients, split_fractions, rng)
+    splits = draw_patient_splits(n_patients, split_fractions, rng)
     studies: list[Study] = []
     for i in range(n_patients):
         acuity = float(rng.beta(1.5, 1.5))  # mean 0.5, so the mean base prevalence is the configured one

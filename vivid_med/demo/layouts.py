@@ -20,7 +20,8 @@ from vivid_med.demo.cohort import Study, no_finding
 from vivid_med.demo.config import FINDINGS
 from vivid_med.demo.cxr import MIMIC_STYLE, NIH_STYLE, render_cxr
 from vivid_med.demo.reports import write_report
-from vivid_med.fields import CHEXPERT_VALUE_TO_STATE, DISPLAY_NAMES, FIELDS, KEY_OF_DISPLAY
+from vivid_med.fields import DISPLAY_NAMES, FIELDS, KEY_OF_DISPLAY
+from vivid_med.states import STATE_OF_CHEXPERT_VALUE
 
 MIMIC_METADATA_COLUMNS: tuple[str, ...] = (
     "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
@@ -34,7 +35,7 @@ MIMIC_SPLIT_COLUMNS: tuple[str, ...] = ("dicom_id", "study_id", "subject_id", "s
 NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
 #: FIELDS key -> NIH label (lung_lesion becomes Mass or Nodule; findings NIH does not label are dropped).
-NIH_LABELS: dict[str, str] = {
+NIH_LABEL_OF_FIELD: dict[str, str] = {
     "atelectasis": "Atelectasis", "cardiomegaly": "Cardiomegaly", "pleural_effusion": "Effusion",
     "lung_opacity": "Infiltration", "pneumonia": "Pneumonia", "pneumothorax": "Pneumothorax",
     "consolidation": "Consolidation", "edema": "Edema", "pleural_other": "Pleural_Thickening",
@@ -112,7 +113,7 @@ def write_mimic(root: Path, studies: list[Study], size: int, seed: int) -> dict:
         truth.append([sid] + [int(true[f]) for f in FIELDS])
         for f in FINDINGS:
             v = report.labels[f]
-            states["unmentioned" if v is None else CHEXPERT_VALUE_TO_STATE[v]] += 1
+            states["unmentioned" if v is None else STATE_OF_CHEXPERT_VALUE[v]] += 1
     pd.DataFrame(meta, columns=list(MIMIC_METADATA_COLUMNS)).to_csv(root / "mimic-cxr-2.0.0-metadata.csv", index=False)
     pd.DataFrame(labels, columns=["subject_id", "study_id", *CHEXPERT_COLUMNS]).to_csv(
         root / "mimic-cxr-2.0.0-chexpert.csv", index=False)
@@ -125,7 +126,7 @@ def write_mimic(root: Path, studies: list[Study], size: int, seed: int) -> dict:
 
 def nih_labels(study: Study, rng: np.random.Generator) -> str:
     """NIH 'Finding Labels': sorted, pipe-separated NIH names, or 'No Finding'."""
-    names = {NIH_LABELS[f] for f, v in study.findings.items() if v and f in NIH_LABELS}
+    names = {NIH_LABEL_OF_FIELD[f] for f, v in study.findings.items() if v and f in NIH_LABEL_OF_FIELD}
     if study.findings["lung_lesion"]:
         names.add("Nodule" if rng.random() < 0.55 else "Mass")
     return "|".join(sorted(names)) or "No Finding"

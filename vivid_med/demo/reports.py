@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vivid_med.demo.config import FINDINGS
+from vivid_med.states import CHEXPERT_VALUE_OF_STATE
 
 #: A regex matching any mention of each finding in this writer's phrasing (no template matches another
 #: finding's pattern; only the combined negation "No pleural effusion or pneumothorax." names several).
@@ -118,7 +119,6 @@ _INDICATIONS = ("cough", "shortness of breath", "chest pain", "fever", "hypoxia"
 _FILL = {"deg": ("mild", "moderate", "severe"), "size": ("small", "moderate", "large"), "side": ("right", "left"),
          "loc": ("right lower lobe", "left lower lobe", "right upper lobe", "left base", "right base",
                  "lingula", "right middle lobe")}
-VALUE = {"present": 1.0, "absent": 0.0, "uncertain": -1.0}
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def write_report(findings: dict[str, bool], exam: str, technique: str, sex: str,
     findings: FINDINGS key -> truth; exam / technique: header lines; sex: "M" / "F"; prior: a comparison exists.
     """
     states = mention_states(findings, rng)
-    labels: dict[str, float | None] = {f: (VALUE[s] if s else None) for f, s in states.items()}
+    labels: dict[str, float | None] = {f: (CHEXPERT_VALUE_OF_STATE[s] if s else None) for f, s in states.items()}
     abnormal = [f for f in _ORDER if states[f] in ("present", "uncertain") and f != "support_devices"]
     labels["no_finding"] = None if abnormal else 1.0
 
