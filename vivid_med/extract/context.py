@@ -9,10 +9,14 @@ A mention's state is decided by, in order:
    terminator ("there is", "with", "which", ", mild ...") closed its scope first. Pseudo-triggers ("no change",
    "not only") match first and neutralise the words inside them;
 3. the triggers after it within ``POST_WINDOW`` characters: a hypothetical post-trigger ("is in the
-   differential", "nipple shadow") blanks it; the first negation/uncertainty post-trigger ("is not seen",
+   differential", "due to overlying soft tissue", "nipple shadow") blanks it, across any but a strong
+   terminator; else the first negation/uncertainty post-trigger ("is not seen",
    "cannot be excluded", "is within normal limits") decides, but not across a comma that starts a new clause:
    in "left basilar opacity, heart size is normal" the "is normal" belongs to "heart size". A comma list that
-   ends in a conjunction ("effusion, consolidation, or pneumothorax is not seen") is one subject.
+   ends in a conjunction ("effusion, consolidation, or pneumothorax is not seen") is one subject;
+4. a disjunction ("atelectasis or scarring", "scarring/atelectasis") left undecided by 2 and 3 makes both sides
+   uncertain (CheXpert's "XXX or YYY" pattern; LABELLING_GUIDE revision 2); "no effusion or pneumothorax" stays
+   absent because the negation is found first.
 
 Mention kinds (``schema/lexicon.yaml``): a ``mention`` takes the state above; a ``hedged`` mention names a sign
 CheXpert codes as uncertain evidence of the finding ("vascular congestion" for edema), so its affirmed state is
@@ -59,7 +63,7 @@ def _context(start: int, end: int, triggers: list[tuple[int, int, str]]) -> tupl
              or inside[0])
         return (None if t[2] in _HYP else UNCERTAIN if t[2] in _UNC else ABSENT), f"{t[2]}@{t[0]}"
     found: tuple[str, str] | None = None
-    closed = False
+    closed = disjoint = False  # disjoint: "X or Y" / "X/Y" -> uncertain unless a negation scopes over both
     for t in reversed([t for t in triggers if t[1] <= start]):
         kind = t[2]
         if kind == "strong_terminators":
@@ -70,25 +74,41 @@ def _context(start: int, end: int, triggers: list[tuple[int, int, str]]) -> tupl
             continue  # keep walking back only to find a hypothetical scope
         if kind == "terminators":
             closed = True
+        elif kind in ("disjunction", "listcomma_or"):
+            disjoint = disjoint or (UNCERTAIN, f"{kind}@{t[0]}")
         elif kind in _UNC:
             found = (UNCERTAIN, f"{kind}@{t[0]}")
         elif kind == "negation_pre":
             found = (ABSENT, f"{kind}@{t[0]}")
     if found is not None:
         return found
-    blocked = False
+    blocked = closed = False  # closed: a terminator or pre-trigger ended the negation/uncertainty scope
     for t in (t for t in triggers if t[0] >= end):
         kind = t[2]
-        if kind in ("terminators", "strong_terminators") or t[0] - end > POST_WINDOW or kind in _PRE:
+        if kind == "strong_terminators" or t[0] - end > POST_WINDOW:
             break
-        if kind == "comma":
-            blocked = True
-        elif kind == "listcomma":
-            blocked = False
-        elif kind == "hypothetical_post":
+        if kind == "hypothetical_post":  # an attribution ("..., which is due to overlying soft tissue")
             return None, f"{kind}@{t[0]}"
+        if closed:
+            continue
+        if kind == "terminators" or kind in _PRE:
+            closed = True
+        elif kind == "comma":
+            blocked = True
+        elif kind in ("listcomma", "listcomma_or"):
+            blocked = False
+            if kind == "listcomma_or":
+                disjoint = disjoint or (UNCERTAIN, f"{kind}@{t[0]}")
+        elif kind == "disjunction":
+            if blocked:
+                closed = True
+            else:
+                disjoint = disjoint or (UNCERTAIN, f"{kind}@{t[0]}")
         elif kind in ("uncertain_post", "negation_post"):
             if blocked:
-                break
-            return (UNCERTAIN if kind == "uncertain_post" else ABSENT), f"{kind}@{t[0]}"
+                closed = True
+            else:
+                return (UNCERTAIN if kind == "uncertain_post" else ABSENT), f"{kind}@{t[0]}"
+    if disjoint:
+        return disjoint
     return PRESENT, "affirmed"

@@ -23,7 +23,8 @@ MENTION_KINDS = (EXCLUDE, MENTION, HEDGED, WEAK, NORMAL)
 #: Trigger kinds, in the order their alternatives are tried at one position (pseudo-triggers first). Phrases
 #: starting with a letter get word boundaries; punctuation phrases (";", ",") are used as written.
 TRIGGER_KINDS = ("pseudo", "hypothetical_post", "hypothetical_pre", "uncertain_post", "uncertain_pre",
-                 "negation_post", "negation_pre", "strong_terminators", "terminators", "listcomma", "comma")
+                 "negation_post", "negation_pre", "strong_terminators", "terminators", "disjunction",
+                 "listcomma_or", "listcomma", "comma")
 
 #: Regex group name -> trigger kind (punctuation groups carry a "_p" suffix).
 _KIND = {**{k: k for k in TRIGGER_KINDS}, **{f"{k}_p": k for k in TRIGGER_KINDS}}
