@@ -1,20 +1,23 @@
-"""Read one stage's section of params.yaml (the only place stages read configuration)."""
+"""Read this repository's params.yaml: one typed section per stage (the only place stages read configuration)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-import yaml
+from pydantic import BaseModel
+
+from vivid_med.params import load_fields, load_section
 
 PARAMS_FILE = Path("params.yaml")
+M = TypeVar("M", bound=BaseModel)
 
 
-def load_section(name: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Return ``params.yaml[name]``; a clear error when the file or section is missing."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not found (run stages from the repository root)")
-    params = yaml.safe_load(path.read_text()) or {}
-    if name not in params:
-        raise KeyError(f"{path}: no section {name!r}")
-    return params[name]
+def section(model: type[M], name: str) -> M:
+    """``params.yaml[name]`` validated by ``model`` (ParamsError naming the key before any work)."""
+    return load_section(model, PARAMS_FILE, name)
+
+
+def fields() -> tuple[str, ...]:
+    """The top-level ``fields`` list: the pretraining fields every stage shares."""
+    return load_fields(PARAMS_FILE)

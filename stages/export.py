@@ -1,15 +1,15 @@
-"""Stage ``export``: the product backbone (``pretrain.export``) alone, with a model card, in models/product/.
+"""Stage ``export``: the product backbone (``pretrain.export``, passed by dvc.yaml) alone, with a model card, in
+models/product/.
 
 The card states what the backbone is, how to load it in one line of timm, and the evaluation row it earned.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
-
-from stages._params import load_section
 
 OUT = Path("models/product")
 
@@ -22,7 +22,7 @@ def model_card(run: str, config: dict, summary: dict) -> str:
     data = ", ".join(summary.get("synthetic_data", [])) or "none"
     return f"""# vivid-med backbone `{run}`
 
-A timm `{config['model_name']}` ({config['n_params']:,} parameters, {config['bytes'] / 1e6:.1f} MB), input
+A timm `{config['model']}` ({config['n_params']:,} parameters, {config['bytes'] / 1e6:.1f} MB), input
 {config['in_chans']} x {config['img_size']} x {config['img_size']}, normalised as (x / 255 - 0.5) / 0.25.
 Pretraining objective: `{config['objective']}`. Synthetic training/evaluation data: {data}.
 
@@ -37,11 +37,13 @@ m = timm.create_model(**json.load(open("config.json"))["timm"], checkpoint_path=
 """
 
 
-def main() -> None:
-    run = load_section("pretrain")["export"]
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="the trained run to ship (params pretrain.export)")
+    run = ap.parse_args(argv).run
     src = Path("models") / run
     if not (src / "backbone.safetensors").exists():
-        raise FileNotFoundError(f"{src}: no exported backbone (is {run!r} in pretrain.objectives?)")
+        raise FileNotFoundError(f"{src}: no exported backbone (is {run!r} in pretrain.train_runs?)")
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     for name in ("backbone.safetensors", "config.json"):

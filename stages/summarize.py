@@ -3,6 +3,7 @@ metrics/summary.json, metrics/plots/ (PNG + CSV). It has no parameters."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from vivid_med.evaluate.summary import build_summary
 EVAL_DIR, FEATURES, PLOTS = Path("metrics/eval"), Path("data/features"), Path("metrics/plots")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     evals = {p.stem: json.loads(p.read_text()) for p in sorted(EVAL_DIR.glob("*.json"))}
     if not evals:
         raise SystemExit(f"summarize: no {EVAL_DIR}/*.json (run the evaluate stages first)")

@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from vivid_med.evaluate.features import RowView, cached_features, extract, fingerprint, input_spec, spd_attention_maps
+from vivid_med.evaluate.features import RowView, cache_key, cached_features, extract, input_spec, spd_attention_maps
 from vivid_med.student.export import ExportedStudent
 from vivid_med.student.spd import SPD
 
@@ -60,5 +60,5 @@ def test_row_view_of_a_memmap_gives_the_features_and_cache_key_of_the_loaded_row
     view, loaded = RowView(np.load(tmp_path / "pixels.npy", mmap_mode="r"), rows), np.asarray(pixels[rows])
     assert len(view) == 5 and view.shape == loaded.shape
     np.testing.assert_array_equal(view[np.array([1, 3])], loaded[[1, 3]])
-    assert fingerprint(vit, view, chunk=2) == fingerprint(vit, loaded)
+    assert cache_key(vit, view, chunk=2) == cache_key(vit, loaded)
     np.testing.assert_array_equal(extract(vit, view, batch_size=2), extract(vit, loaded, batch_size=2))

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vivid_med.evaluate.probes import ProbeConfig, check_selection_split, encode_states, fit_probe, subsample_patients
+from vivid_med.evaluate.probes import ProbeParams, fit_probe, probe_targets, subsample_patients
 from vivid_med.evaluate.protocols import ProbeData, run_probe
 
-FAST = ProbeConfig(weight_decays=(1e-4, 1e-1), max_epochs=60, patience=5, batch_size=64)
+FAST = ProbeParams(weight_decays=[1e-4, 1e-1], lr=1e-2, max_epochs=60, patience=5, batch_size=64)
 
 
 def _toy(n: int = 300, d: int = 16, seed: int = 0):
@@ -39,14 +39,14 @@ def test_probe_is_reproducible_per_seed():
     assert np.array_equal(a.predict(x), b.predict(x))
 
 
-def test_encode_states_paper_and_standard_policies():
+def test_probe_targets_paper_and_standard_policies():
     df = pd.DataFrame({"a": ["present", "absent", "uncertain", None], "b": ["uncertain", None, "present", "absent"]})
-    paper = encode_states(df, ["a", "b"])
+    paper = probe_targets(df, ["a", "b"])
     np.testing.assert_array_equal(paper, [[1, np.nan], [0, np.nan], [np.nan, 1], [np.nan, 0]])
-    std = encode_states(df, ["a", "b"], blank="zeros", uncertain={"a": "ones", "b": "zeros"})
+    std = probe_targets(df, ["a", "b"], blank="zeros", uncertain={"a": "ones", "b": "zeros"})
     np.testing.assert_array_equal(std, [[1, 0], [0, 0], [1, 1], [0, 0]])
     with pytest.raises(ValueError, match="'maybe'"):
-        encode_states(df, ["a"], uncertain="maybe")
+        probe_targets(df, ["a"], uncertain="maybe")
 
 
 def test_subsample_by_patient_keeps_whole_patients_and_is_seeded():
@@ -56,12 +56,6 @@ def test_subsample_by_patient_keeps_whole_patients_and_is_seeded():
     assert np.array_equal(m, subsample_patients(pids, 0.1, seed=1))
     assert not np.array_equal(m, subsample_patients(pids, 0.1, seed=2))
     assert subsample_patients(pids, 0.001, seed=0).sum() == 3  # at least one patient
-
-
-def test_selection_on_test_is_refused():
-    assert check_selection_split("val") == "val"
-    with pytest.raises(ValueError, match="test split leaks"):
-        check_selection_split("test")
 
 
 def test_patient_in_two_splits_is_refused():

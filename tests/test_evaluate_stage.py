@@ -8,23 +8,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from PIL import Image
 from torch import nn
 
+from helpers import backbone_params, write_params
+from vivid_med.evaluate import EvaluateParams
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
 from vivid_med.imaging import build_store
-from vivid_med.student.backbone import BackboneConfig, create_backbone
+from vivid_med.params import ParamsError, validate_section
+from vivid_med.student.backbone import create_backbone
 from vivid_med.student.export import export_student
-from vivid_med.student.spd import build_spd
+from vivid_med.student.spd import SPDParams, build_spd
 from vivid_med.tables import read_records, write_records
 
 PARAMS = {
-    "source": "src", "target": "tgt", "views": ["PA", "AP"], "fields": list(PRETRAIN_FIELDS),
-    "probe_seeds": [0, 1], "select_on": "val", "label_fractions": [0.1, 1.0],
-    "uncertain_policy": {"edema": "ones"}, "batch_size": 64,
+    "source": "src", "target": "tgt", "views": ["PA", "AP"], "probe_seeds": [0, 1], "select_on": "val",
+    "label_fractions": [0.1, 1.0], "uncertain_policy": {"edema": "ones"}, "batch_size": 64,
     "probe": {"weight_decays": [1.0e-3], "lr": 1.0e-2, "max_epochs": 15, "patience": 5, "batch_size": 64},
-    "image_sets": {"organamnist": {"adapter": "vivid_med.sources.medmnist:load_medmnist", "path": "organ.npz"}},
+    "image_sets": {"organamnist": {"kind": "medmnist", "root": "organ.npz"}},
     "plots": {"tsne_points": 40, "attention_examples": 2},
 }
 
@@ -61,12 +62,11 @@ def workdir(tmp_path, monkeypatch):
         imgs[s] = np.clip(imgs[s] // 4 + 20 * labels[s][:, None, None], 0, 255).astype(np.uint8)
     np.savez(tmp_path / "organ.npz", **{f"{s}_images": v for s, v in imgs.items()},
              **{f"{s}_labels": labels[s][:, None] for s in imgs})
-    cfg = BackboneConfig(img_size=32, patch_size=8, kwargs={"depth": 2})
-    spd = {"groups": 2, "queries": 2, "heads": 4}
+    cfg = backbone_params(kwargs={"depth": 2})
     backbone = create_backbone(cfg)
-    export_student(backbone, nn.ModuleDict({"spd": build_spd(backbone.num_features, spd)}), tmp_path / "models/tiny",
-                   cfg, {"objective": "vivid", "spd": spd})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluate": PARAMS}))
+    spd = build_spd(backbone.num_features, SPDParams(groups=2, queries=2, heads=4))
+    export_student(backbone, nn.ModuleDict({"spd": spd}), tmp_path / "models/tiny", cfg, "vivid")
+    write_params(tmp_path, replace={"evaluate": PARAMS})
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -75,8 +75,8 @@ def _run(params: dict | None = None) -> dict:
     from stages import evaluate
 
     if params is not None:
-        Path("params.yaml").write_text(yaml.safe_dump({"evaluate": params}))
-    evaluate.main("tiny")
+        write_params(Path("."), replace={"evaluate": params})
+    evaluate.main(["tiny"])
     return json.loads(Path("metrics/eval/tiny.json").read_text())
 
 
@@ -101,7 +101,7 @@ def test_evaluate_and_summarize_end_to_end(workdir):
     _run()
     assert Path("metrics/eval/tiny.json").read_bytes() == first  # same params -> same bytes
 
-    summarize.main()
+    summarize.main([])
     md = Path("metrics/summary.md").read_text()
     assert "| tiny |" in md and "CheXpert-12 AUC" in md and "organamnist" in md
     assert json.loads(Path("metrics/summary.json").read_text())["backbones"]["tiny"]["CheXpert-12 AUC"]["n"] == 2
@@ -109,9 +109,19 @@ def test_evaluate_and_summarize_end_to_end(workdir):
         assert Path("metrics/plots", png).stat().st_size > 1000
 
 
-def test_selection_on_test_split_stops_the_stage(workdir):
-    with pytest.raises(ValueError, match="test split leaks"):
-        _run({**PARAMS, "select_on": "test"})
+@pytest.mark.parametrize("key,value,message", [
+    ("select_on", "test", "select_on: probes select hyper-parameters on 'val' only.*test split leaks"),
+    ("probe_seeds", [], "probe_seeds: List should have at least 1 item"),
+    ("label_fractions", [0.0], "label_fractions.0: Input should be greater than 0"),
+    ("uncertain_policy", {"edema": "maybe"}, "uncertain_policy.dict.*edema: Input should be 'ignore', 'ones' or 'zeros'"),
+    ("uncertain_policy", {"oedema": "ones"}, "unknown finding.*oedema"),
+    ("probe", {**PARAMS["probe"], "max_epochs": -1}, "probe.max_epochs: Input should be greater than or equal to 1"),
+    ("image_sets", {"x": {"kind": "lidc", "root": "r", "fractions": "half"}}, "image_sets.x.fractions"),
+    ("image_sets", {"x": {"kind": "nope", "root": "r"}}, "image_sets.x.kind.*nope"),
+])
+def test_bad_evaluate_params_name_the_key_before_any_work(key, value, message):
+    with pytest.raises(ParamsError, match=message):
+        validate_section(EvaluateParams, {**PARAMS, key: value}, "evaluate")
 
 
 def test_patient_in_two_splits_stops_the_stage(workdir):

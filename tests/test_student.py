@@ -8,18 +8,19 @@ import pytest
 import timm
 import torch
 
-from vivid_med.student import (SPD, BackboneConfig, PooledTokens, build_spd, count_params, create_backbone,
+from helpers import backbone_params
+from vivid_med.params import ParamsError, validate_section
+from vivid_med.student import (SPD, PooledTokens, SPDParams, build_spd, count_params, create_backbone,
                                export_student, load_backbone, load_student, orthogonality_loss)
 
-TINY = BackboneConfig("vit_tiny_patch16_224", img_size=32, patch_size=8, in_chans=1,
-                      kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2})
+TINY = backbone_params(kwargs={"depth": 2, "embed_dim": 64, "num_heads": 2})
 
 
 def test_backbone_from_config_has_requested_tokens():
     model = create_backbone(TINY)
     assert model.forward_features(torch.zeros(2, 1, 32, 32)).shape == (2, 1 + 16, 64)
     with pytest.raises(Exception):
-        create_backbone(BackboneConfig("resnet18"))
+        create_backbone(backbone_params(model="resnet18"))
 
 
 def test_spd_shapes_and_attention_rows():
@@ -29,9 +30,10 @@ def test_spd_shapes_and_attention_rows():
     assert torch.allclose(attn.sum(-1), torch.ones(5, 3, 2), atol=1e-5)
     # each group its own attention weights: the groups attend differently to the same tokens
     assert not torch.allclose(attn[:, 0], attn[:, 1])
-    assert isinstance(build_spd(64, False), PooledTokens) and build_spd(64, "off")(torch.randn(2, 5, 64))[1] is None
-    with pytest.raises(ValueError, match="unknown key"):
-        build_spd(64, {"groups": 2, "query": 3})
+    assert isinstance(build_spd(64, None), PooledTokens) and build_spd(64, None)(torch.randn(2, 5, 64))[1] is None
+    assert isinstance(build_spd(64, SPDParams(groups=2, queries=1, heads=4)), SPD)
+    with pytest.raises(ParamsError, match="spd.query: Extra inputs are not permitted"):
+        validate_section(SPDParams, {"groups": 2, "queries": 3, "heads": 2, "query": 3}, "spd")
 
 
 def test_orthogonality_matches_definition():
@@ -57,7 +59,8 @@ def test_export_loads_in_one_timm_line_with_equal_features(tmp_path):
     with torch.no_grad():
         for p in backbone.parameters():
             p.add_(torch.randn_like(p) * 0.01)  # "trained": differs from any fresh init
-    cfg = export_student(backbone, objective, tmp_path, TINY, {"objective": "vivid", "spd": {"groups": 2, "queries": 2, "heads": 2}})
+    cfg = export_student(backbone, objective, tmp_path, TINY, "vivid")
+    assert cfg["spd"] == {"groups": 2, "queries": 2, "heads": 2} and cfg["objective"] == "vivid"
     assert cfg["n_params"] == count_params(backbone) and cfg["bytes"] == (tmp_path / "backbone.safetensors").stat().st_size
     # the documented line
     fresh = timm.create_model(**json.load(open(tmp_path / "config.json"))["timm"],
@@ -74,7 +77,7 @@ def test_export_loads_in_one_timm_line_with_equal_features(tmp_path):
 
 def test_load_student_without_spd_and_missing_dir(tmp_path):
     backbone = create_backbone(TINY)
-    export_student(backbone, None, tmp_path / "r", TINY, {"objective": "none"})
+    export_student(backbone, None, tmp_path / "r", TINY, "none")
     assert load_student(tmp_path / "r").spd is None
     with pytest.raises(FileNotFoundError, match="no exported backbone"):
         load_backbone(tmp_path / "missing")

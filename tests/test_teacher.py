@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from vivid_med.fields import FIELDS, PRETRAIN_FIELDS, STATES
+from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
+from vivid_med.states import STATE_VALUES as STATES
 from vivid_med.tables import write_records
 from vivid_med.teacher.cache import CacheMismatchError, build_cache, distinct_targets, load_cache
-from vivid_med.teacher.convert import write_tiny
+from tiny_teacher import write_tiny
 from vivid_med.teacher.embed import Embedder, TemplateError, prototype_text
 from vivid_med.teacher.load import Teacher, load_teacher
 from vivid_med.ums import UMSRecord, cxr_record, provenance, target_hash, target_text

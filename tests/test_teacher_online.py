@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from vivid_med.teacher.convert import write_tiny
+from tiny_teacher import write_tiny
 from vivid_med.teacher.embed import TemplateError
 from vivid_med.teacher.load import load_teacher
 from vivid_med.teacher.online import OnlineTeacherLoss

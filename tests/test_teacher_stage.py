@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
+from helpers import write_params
 from vivid_med.fields import PRETRAIN_FIELDS
 from vivid_med.tables import write_records
 from vivid_med.teacher.cache import load_cache
-from vivid_med.teacher.convert import write_tiny
+from tiny_teacher import write_tiny
 from test_teacher import make_records, records_frame
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,11 +25,8 @@ N_TARGETS = 10
 def project(root: Path, processes: int = 1) -> Path:
     """A scratch project: params.yaml (teacher section), models/teacher/tiny, data/records/demo.parquet."""
     write_tiny(root / "models/teacher/tiny", layers=3)
-    params = {"teacher": {"model": "tiny", "variants": ["pretrained", "random"], "fields": list(PRETRAIN_FIELDS),
-                          "template": "chat", "pooling": "name_state", "layer": 2, "centre": True, "batch_size": 4,
-                          "dtype": "float32", "device": "cpu", "seed": 0, "trust_remote_code": False,
-                          "processes": processes}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(root, teacher={"model": "tiny", "variants": ["pretrained", "random"], "layer": 2, "batch_size": 4,
+                                "device": "cpu", "processes": processes})
     records = make_records(N_TARGETS) * 2  # every target twice: 20 images, 10 distinct targets
     write_records(records_frame(records), root / "data/records/demo.parquet", PRETRAIN_FIELDS)
     return root

@@ -12,25 +12,29 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from vivid_med.data import PretrainDataset, StepBatches, augmentation
-from vivid_med.objectives import build_objective
-from vivid_med.student import BackboneConfig, create_backbone
-from vivid_med.train import Student, TrainConfig, lr_factor, train
+from helpers import backbone_params, section, train_params
+from vivid_med.data import AugmentParams, PretrainDataset, StepBatches, augmentation
+from vivid_med.objectives import OBJECTIVES
+from vivid_med.objectives.bce import BCEObjective
+from vivid_med.states import NULL_CODE
+from vivid_med.student import create_backbone
+from vivid_med.train import Student, lr_factor, train
 
-TINY = BackboneConfig("vit_tiny_patch16_224", 32, 8, 1, kwargs={"depth": 1, "embed_dim": 32, "num_heads": 2})
-CFG = TrainConfig(steps=6, batch_size=8, grad_accum=2, warmup_steps=2, checkpoint_every=2, lr_vit=1e-3, lr_head=1e-3)
+CFG = train_params(steps=6, grad_accum=2, warmup_steps=2)
+SHORT = train_params(steps=4)  # grad_accum 1, warm-up 1, a checkpoint every 2 steps
 
 
 def _dataset(n: int = 40) -> PretrainDataset:
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (n, 32, 32), dtype=np.uint8)
-    states = rng.integers(-1, 3, (n, 4))
-    return PretrainDataset([pixels], np.zeros(n, int), np.arange(n), states, transform=augmentation(32))
+    states = rng.integers(0, NULL_CODE + 1, (n, 4))
+    augment = AugmentParams(**section("pretrain")["common"]["augment"])
+    return PretrainDataset([pixels], np.zeros(n, int), np.arange(n), states, transform=augmentation(32, augment))
 
 
 def _student(objective: str = "bce") -> Student:
     torch.manual_seed(0)
-    return Student(create_backbone(TINY), build_objective(objective, 32, 4, {}))
+    return Student(create_backbone(backbone_params()), OBJECTIVES[objective](32, 4))
 
 
 def _weights(student: nn.Module) -> dict[str, torch.Tensor]:
@@ -91,7 +95,7 @@ class _NanAfter(nn.Module):
 
     def __init__(self, k: int) -> None:
         super().__init__()
-        self.inner, self.k, self.calls = build_objective("bce", 32, 4, {}), k, 0
+        self.inner, self.k, self.calls = BCEObjective(32, 4), k, 0
 
     def forward(self, tokens, pooled, batch):
         self.calls += 1
@@ -101,7 +105,7 @@ class _NanAfter(nn.Module):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
-    student = Student(create_backbone(TINY), _NanAfter(k=7))  # micro-batch 7 = step 4 (grad_accum 2)
+    student = Student(create_backbone(backbone_params()), _NanAfter(k=7))  # micro-batch 7 = step 4 (grad_accum 2)
     with pytest.raises(FloatingPointError, match=r"step 3: non-finite loss.*step 2\)"):
         train(student, _dataset(), CFG, tmp_path / "n", tmp_path / "n.csv", fingerprint="x")
     state = torch.load(tmp_path / "n" / "last.pt", weights_only=True)
@@ -113,8 +117,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     student = _student("state_classifier")
-    cfg = TrainConfig(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2, lr_vit=1e-3, lr_head=1e-3)
-    train(student, _dataset(), cfg, os.path.join(out, "ckpt"), None, fingerprint="ddp")
+    train(student, _dataset(), SHORT, os.path.join(out, "ckpt"), None, fingerprint="ddp")
     if rank == 0:
         torch.save(_weights(student), os.path.join(out, "ddp.pt"))
     torch.distributed.destroy_process_group()
@@ -127,133 +130,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
     single = _student("state_classifier")
-    cfg = TrainConfig(steps=4, batch_size=8, warmup_steps=1, checkpoint_every=2, lr_vit=1e-3, lr_head=1e-3)
-    train(single, _dataset(), cfg, tmp_path / "single", None, fingerprint="one")
+    train(single, _dataset(), SHORT, tmp_path / "single", None, fingerprint="one")
     ddp, ref = torch.load(tmp_path / "ddp.pt", weights_only=True), _weights(single)
     for k in ref:
         assert torch.allclose(ddp[k], ref[k], atol=1e-4), k
-
-
-def _write_inputs(root, n: int = 24, size: int = 32) -> None:
-    """A tiny records table (train split) and its image store, built by the real images code."""
-    import pandas as pd
-    from PIL import Image
-
-    from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
-    from vivid_med.imaging import build_store
-    from vivid_med.tables import write_records
-    from vivid_med.ums import cxr_record, provenance, target_hash, target_text
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        (root / "src").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(root / "src" / f"{i}.png")
-        states = {f: [None, "present", "absent", "uncertain"][rng.integers(4)] for f in PRETRAIN_FIELDS}
-        rec = cxr_record(states, "PA", provenance())
-        rows.append({"dataset": "demo_mimic", "study_id": f"s{i}", "patient_id": f"p{i}", "image_id": f"i{i}",
-                     "image_path": f"{i}.png", "view": "PA", "split": "train" if i < n - 4 else "val",
-                     "report": None, "ums_json": rec.model_dump_json(),
-                     "target_hash": target_hash(target_text(rec, PRETRAIN_FIELDS)),
-                     **{f: states.get(f) for f in FIELDS}})
-    records = pd.DataFrame(rows)
-    write_records(records, root / "data/records/demo_mimic.parquet", PRETRAIN_FIELDS)
-    build_store(records, root / "src", root / "data/images/demo_mimic", size)
-
-
-def _write_cache(root) -> None:
-    """The real teacher cache (tiny random Llama) for the records' targets: data/teacher/pretrained/."""
-    from vivid_med.fields import PRETRAIN_FIELDS
-    from vivid_med.teacher.cache import build_cache, distinct_targets
-    from vivid_med.teacher.convert import write_tiny
-    from vivid_med.teacher.embed import Embedder
-    from vivid_med.teacher.load import load_teacher
-
-    folder = write_tiny(root / "tiny", layers=2)
-    embedder = Embedder(load_teacher(folder, layer=2), "name_state", "chat", PRETRAIN_FIELDS)
-    targets = distinct_targets([root / "data/records/demo_mimic.parquet"], PRETRAIN_FIELDS)
-    build_cache(embedder, targets, root / "data/teacher/pretrained", root / "work", progress=False)
-
-
-def _common(**kw) -> dict:
-    return {"seed": 0, "datasets": ["demo_mimic"], "model": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8,
-              "in_chans": 1, "kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}, "pretrained": False,
-              "steps": 3, "batch_size": 8, "grad_accum": 1, "lr_vit": 1e-3, "lr_head": 1e-3, "warmup_steps": 1,
-              "checkpoint_every": 2, **kw}
-
-
-def test_stage_trains_exports_and_reruns_from_checkpoint(tmp_path, monkeypatch):
-    import json
-
-    import yaml
-
-    from stages import pretrain as stage
-    from vivid_med.fields import PRETRAIN_FIELDS
-    from vivid_med.student import load_backbone, load_student
-
-    _write_inputs(tmp_path)
-    common = _common()
-    vivid = {"objective": "vivid", "teacher": "pretrained", "spd": {"groups": 2, "queries": 2, "heads": 2},
-             "orth_weight": 0.02, "answerability_mask": True}
-    params = {"pretrain": {"fields": list(PRETRAIN_FIELDS), "objectives": ["bce", "random_init"], "export": "bce",
-                           "common": common, "runs": {"bce": {"objective": "bce"}, "random_init": {"objective": "none"},
-                                                      "vivid": vivid}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.chdir(tmp_path)
-    stage.main(["bce"])
-    stage.main(["random_init"])
-    _write_cache(tmp_path)
-    stage.main(["vivid"])
-    assert load_student(tmp_path / "models/vivid").spd is not None
-    assert "orth" in json.loads((tmp_path / "metrics/pretrain/vivid.json").read_text())["final"]
-    with pytest.raises(KeyError, match="no run 'nope'"):
-        stage.main(["nope"])
-    m = json.loads((tmp_path / "metrics/pretrain/bce.json").read_text())
-    assert m["steps"] == 3 and m["n_train"] == 20 and m["n_params"] > 0
-    assert json.loads((tmp_path / "metrics/pretrain/random_init.json").read_text())["steps"] == 0
-    trained, untrained = load_backbone(tmp_path / "models/bce"), load_backbone(tmp_path / "models/random_init")
-    x = torch.zeros(1, 1, 32, 32)
-    assert not torch.equal(trained.forward_features(x), untrained.forward_features(x))
-    # a rerun with the same params finds the finished checkpoint: no step is trained again, same export
-    before = (tmp_path / "models/bce/backbone.safetensors").read_bytes()
-    stage.main(["bce"])
-    again = json.loads((tmp_path / "metrics/pretrain/bce.json").read_text())
-    assert json.loads((tmp_path / "metrics/timing/pretrain_bce.json").read_text())["resumed_from"] == 3
-    assert again == m, "a resumed run must give the same metrics"
-
-    assert (tmp_path / "models/bce/backbone.safetensors").read_bytes() == before
-
-
-@pytest.mark.slow
-def test_stage_killed_with_sigkill_resumes_to_the_same_export(tmp_path):
-    """A real kill: SIGKILL the stage process after its first checkpoint, rerun it, compare with a clean run."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import yaml
-
-    from vivid_med.fields import PRETRAIN_FIELDS
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
-    for name in ("clean", "killed"):
-        (tmp_path / name).mkdir()
-        _write_inputs(tmp_path / name, n=40)
-        params = {"pretrain": {"fields": list(PRETRAIN_FIELDS), "common": _common(steps=40, checkpoint_every=5),
-                               "runs": {"bce": {"objective": "bce"}}}}
-        (tmp_path / name / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "-m", "stages.pretrain", "bce"]
-    subprocess.run(cmd, cwd=tmp_path / "clean", env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(cmd, cwd=tmp_path / "killed", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = tmp_path / "killed/checkpoints/bce/last.pt"
-    while not ckpt.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    step = torch.load(ckpt, weights_only=True)["step"]
-    assert 0 < step < 40, "the kill came too late to test a resume"
-    subprocess.run(cmd, cwd=tmp_path / "killed", env=env, check=True, capture_output=True)
-    files = [tmp_path / d / "models/bce/backbone.safetensors" for d in ("clean", "killed")]
-    assert files[0].read_bytes() == files[1].read_bytes()

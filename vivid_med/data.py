@@ -1,6 +1,6 @@
 """Pretraining data: records + image store -> samples, and a step-indexed batch stream that resumes exactly.
 
-A sample is a dict: ``image`` uint8 [S,S] (augmented), ``states`` int64 [F] (index into STATES, -1 = null),
+A sample is a dict: ``image`` uint8 [S,S] (augmented), ``states`` int64 [F] (``vivid_med.states`` codes),
 ``target_row`` int64 (row of the teacher's target embedding, -1 without a teacher) and optionally
 ``target_text``. Batches for step ``s`` depend only on (seed, s), never on history, so a resumed run sees the
 same batches and augmentations as an uninterrupted one, for any number of processes.
@@ -12,44 +12,31 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from vivid_med.fields import STATES, check_fields
-
-STATE_INDEX = {s: i for i, s in enumerate(STATES)}
+from vivid_med.params import NonNegativeFloat, Probability, StrictParams
 
 
-def encode_states(records: pd.DataFrame, fields: Sequence[str], what: str = "records") -> np.ndarray:
-    """int64 [N,F]: the index of each field's state in STATES, -1 for null; ValueError naming row and value."""
-    check_fields(list(fields), what)
-    missing = [f for f in fields if f not in records.columns]
-    if missing:
-        raise ValueError(f"{what}: missing field column(s) {missing}")
-    out = np.full((len(records), len(fields)), -1, dtype=np.int64)
-    for j, f in enumerate(fields):
-        col = records[f]
-        for i, v in enumerate(col.to_numpy(dtype=object)):
-            if v is None or (isinstance(v, float) and np.isnan(v)):
-                continue
-            if v not in STATE_INDEX:
-                raise ValueError(f"{what}: row {i} ({records.index[i]}), field {f}: unknown state {v!r}; "
-                                 f"expected one of {list(STATES)} or null")
-            out[i, j] = STATE_INDEX[v]
-    return out
+class AugmentParams(StrictParams):
+    """Strengths of the paper's augmentations (``pretrain.common.augment``); 0 switches one off."""
+
+    flip: Probability        # horizontal flip probability
+    degrees: NonNegativeFloat  # rotation range +- degrees
+    translate: Probability   # shift range, fraction of the side
+    scale: Probability       # zoom range 1 +- scale
+    jitter: NonNegativeFloat   # brightness and contrast jitter
 
 
-def augmentation(out_size: int, flip: float = 0.5, degrees: float = 5.0, translate: float = 0.05,
-                 scale: float = 0.05, jitter: float = 0.1) -> v2.Transform:
+def augmentation(out_size: int, p: AugmentParams) -> v2.Transform:
     """The paper's augmentations on a uint8 tensor [1,S,S]: flip, small affine, light brightness/contrast jitter
     (all off when their strength is 0), resized to ``out_size``."""
     return v2.Compose([
         v2.Resize(out_size, antialias=True),
-        v2.RandomHorizontalFlip(flip),
-        v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=(1 - scale, 1 + scale)),
-        v2.ColorJitter(brightness=jitter, contrast=jitter),
+        v2.RandomHorizontalFlip(p.flip),
+        v2.RandomAffine(degrees=p.degrees, translate=(p.translate, p.translate), scale=(1 - p.scale, 1 + p.scale)),
+        v2.ColorJitter(brightness=p.jitter, contrast=p.jitter),
     ])
 
 
@@ -57,7 +44,7 @@ class PretrainDataset(Dataset):
     """Indexed by ``(i, aug_seed)``: sample i, augmented under its own seed (independent of global RNG state).
 
     pixels: one uint8 [N_k,S,S] array (a memmap) per image store; store: int [n] which store sample i is in;
-    rows: int [n] its row there; states: int64 [n,F]; target_rows: int64 [n] or None; texts: n strings or
+    rows: int [n] its row there; states: int64 [n,F] state codes; target_rows: int64 [n] or None; texts: n strings or
     None; transform: applied to uint8 [1,S,S] or None.
     """
 

@@ -13,6 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import nibabel as nib
 import numpy as np
@@ -20,9 +21,11 @@ import pandas as pd
 import pyarrow as pa
 import pydicom
 from PIL import Image
+from pydantic import Field
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from tqdm.auto import tqdm
 
+from vivid_med.params import PositiveInt, StrictParams
 from vivid_med.sources.base import safe_join
 from vivid_med.tables import Reason, read_table, write_table
 from vivid_med.ums import SCHEMA_VERSION
@@ -44,6 +47,14 @@ IMAGE_REJECTS_SCHEMA = pa.schema([pa.field("image_id", pa.string(), nullable=Tru
                                   pa.field("image_path", pa.string(), nullable=True),
                                   pa.field("reason", pa.string(), nullable=False),
                                   pa.field("detail", pa.string(), nullable=True)], metadata=_META)
+
+
+class ImagesParams(StrictParams):
+    """The ``images:`` section: how every dataset's images are decoded into its store."""
+
+    size: PositiveInt   # store side (px): images are zero-padded to square and resized
+    window: Annotated[list[float], Field(min_length=2, max_length=2)] | None  # [centre, width] (HU) or the file's own
+    workers: PositiveInt  # decode processes (1 = in-process)
 
 
 class UnreadableImage(Exception):

@@ -13,9 +13,8 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -26,26 +25,27 @@ from tqdm import tqdm
 
 from vivid_med.data import StepBatches
 from vivid_med.imaging import to_tensor
+from vivid_med.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, StrictParams
 
 FROZEN_PREFIX = "objective.teacher."  # never checkpointed: the frozen online teacher
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 300
-    batch_size: int = 32  # effective batch per optimizer step, over all processes and micro-batches
-    grad_accum: int = 1
-    lr_vit: float = 5e-4
-    lr_head: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 30
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0
-    checkpoint_every: int = 100
-    seed: int = 0
-    num_workers: int = 0
-    amp: str = "auto"  # auto (bf16 on GPUs that support it) | bf16 | off
-    log_every: int = 1
+class TrainParams(StrictParams):
+    """The optimisation of one run (keys of ``pretrain.common``, overridable per run)."""
+
+    seed: NonNegativeInt
+    steps: NonNegativeInt
+    batch_size: PositiveInt       # effective batch per optimizer step, over all processes and micro-batches
+    grad_accum: PositiveInt
+    lr_vit: PositiveFloat
+    lr_head: PositiveFloat
+    weight_decay: NonNegativeFloat
+    warmup_steps: NonNegativeInt
+    min_lr_ratio: Probability     # the cosine ends at min_lr_ratio x the peak learning rate
+    grad_clip: PositiveFloat
+    checkpoint_every: PositiveInt
+    num_workers: NonNegativeInt
+    amp: Literal["auto", "bf16", "off"]  # auto: bf16 autocast on GPUs that support it
 
 
 class Student(nn.Module):
@@ -81,7 +81,7 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def param_groups(student: Student, cfg: TrainConfig) -> list[dict[str, Any]]:
+def param_groups(student: Student, cfg: TrainParams) -> list[dict[str, Any]]:
     """AdamW groups: ViT vs heads (own learning rates), weight decay only on matrices (ndim >= 2)."""
     groups = []
     for part, lr in ((student.backbone, cfg.lr_vit), (student.objective, cfg.lr_head)):
@@ -148,7 +148,7 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
                 else [s[k] for s in samples]) for k in samples[0]}
 
 
-def train(student: Student, dataset: Dataset, cfg: TrainConfig, ckpt_dir: Path, curve_path: Path | None = None,
+def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, curve_path: Path | None = None,
           fingerprint: str = "", callback: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train ``student`` in place for ``cfg.steps`` optimizer steps; returns the run summary (rank 0's view).
 
@@ -219,7 +219,7 @@ def train(student: Student, dataset: Dataset, cfg: TrainConfig, ckpt_dir: Path, 
         sched.step()
         opt.zero_grad(set_to_none=True)
         last = {"step": step + 1, "lr_vit": lrs[0], "lr_head": lrs[-1], **sums, "grad_norm": float(grad_norm)}
-        if rank == 0 and (step + 1) % cfg.log_every == 0:
+        if rank == 0:
             curve.add(last)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             if rank == 0:

@@ -7,5 +7,9 @@ metrics.py   masked AUC and F1 with null fields, single-label metrics, mean +- s
 transfer.py  NIH ChestX-ray14 <-> UMS label mapping
 plots.py     ROC, per-field bars, t-SNE, SPD attention (PNG + CSV)
 summary.py   the comparison table (metrics/summary.md, summary.json)
-realdata.py  loaders of the small real public sets in ../shared/data
+suite.py     the ``evaluate:`` params and ``run``: every protocol on one backbone
 """
+
+from vivid_med.evaluate.suite import EvaluateParams, run
+
+__all__ = ["EvaluateParams", "run"]

@@ -70,7 +70,7 @@ def extract(model: nn.Module, images: np.ndarray | RowView, batch_size: int = 12
 FEATURE_VERSION = "1"
 
 
-def fingerprint(model: nn.Module, images: np.ndarray | RowView, chunk: int = 4096) -> str:
+def cache_key(model: nn.Module, images: np.ndarray | RowView, chunk: int = 4096) -> str:
     """sha256 over the feature code version, the backbone's weights and the image bytes (the cache key);
     images are read ``chunk`` at a time (the same bytes, in order, as the whole array)."""
     h = hashlib.sha256(f"{FEATURE_VERSION}:{MEAN}:{STD}".encode())
@@ -87,7 +87,7 @@ def cached_features(path: str | Path, model: nn.Module, images: np.ndarray | Row
                     batch_size: int = 128) -> np.ndarray:
     """Features [N, D] from ``path`` when its fingerprint matches, else extracted and written there."""
     path = Path(path)
-    key = fingerprint(model, images)
+    key = cache_key(model, images)
     if path.exists():
         with np.load(path) as z:
             if str(z["fingerprint"]) == key:

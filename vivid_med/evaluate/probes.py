@@ -8,27 +8,33 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-UNCERTAIN_POLICIES = ("ignore", "ones", "zeros")
-STATE_VALUE = {"present": 1.0, "absent": 0.0}
+from vivid_med.params import NonNegativeFloat, PositiveFloat, PositiveInt, StrictParams
+from vivid_med.states import State
+
+UncertainPolicy = Literal["ignore", "ones", "zeros"]
+UNCERTAIN_POLICIES: tuple[str, ...] = get_args(UncertainPolicy)
+#: The binary probe target of an answerable state (uncertain follows a policy; null is ignored or 0).
+TARGET_OF_STATE = {State.PRESENT.value: 1.0, State.ABSENT.value: 0.0}
 
 
-@dataclass(frozen=True)
-class ProbeConfig:
-    """Search space and schedule of a linear probe (Adam, mini-batches, early stopping on val loss)."""
+class ProbeParams(StrictParams):
+    """Search space and schedule of a linear probe (``evaluate.probe``: AdamW, mini-batches, early stopping on
+    the val loss; the weight decay is chosen on val)."""
 
-    weight_decays: tuple[float, ...] = (1e-5, 1e-3, 1e-1)
-    lr: float = 1e-2
-    max_epochs: int = 100
-    patience: int = 10
-    batch_size: int = 256
+    weight_decays: Annotated[list[NonNegativeFloat], Field(min_length=1)]
+    lr: PositiveFloat
+    max_epochs: PositiveInt
+    patience: PositiveInt
+    batch_size: PositiveInt
 
 
 class LinearProbe(nn.Module):
@@ -62,7 +68,7 @@ def probe_loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch
 
 
 def _train_one(probe: LinearProbe, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
-               wd: float, cfg: ProbeConfig, seed: int) -> tuple[LinearProbe, float, int]:
+               wd: float, cfg: ProbeParams, seed: int) -> tuple[LinearProbe, float, int]:
     """Train with early stopping on the val loss; returns (best probe, best val loss, epochs)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=wd)
@@ -86,7 +92,7 @@ def _train_one(probe: LinearProbe, x: torch.Tensor, y: torch.Tensor, xv: torch.T
 
 
 def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-              n_out: int, multilabel: bool, seed: int, cfg: ProbeConfig = ProbeConfig()) -> tuple[LinearProbe, dict]:
+              n_out: int, multilabel: bool, seed: int, cfg: ProbeParams) -> tuple[LinearProbe, dict]:
     """Fit a linear head on features [N, D]; weight decay and epochs chosen on the val loss.
 
     Multi-label y: float [N, C] with NaN = ignored (masked BCE). Single-label y: int [N] (cross-entropy).
@@ -113,9 +119,9 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val
     return probe, {"weight_decay": wd, "epochs": epochs, "val_loss": loss}
 
 
-def encode_states(records: pd.DataFrame, fields: tuple[str, ...] | list[str], *, blank: str = "ignore",
+def probe_targets(records: pd.DataFrame, fields: tuple[str, ...] | list[str], *, blank: str = "ignore",
                   uncertain: str | dict[str, str] = "ignore") -> np.ndarray:
-    """Field-state columns -> float32 [N, F]: present 1, absent 0, NaN = ignored.
+    """Field-state columns -> binary probe targets float32 [N, F]: present 1, absent 0, NaN = ignored.
 
     blank (null): "ignore" (the paper) or "zeros" (the usual CheXpert practice). uncertain: one policy
     for all fields or a {field: policy} dict (missing fields: "ignore"); policies in UNCERTAIN_POLICIES.
@@ -126,9 +132,9 @@ def encode_states(records: pd.DataFrame, fields: tuple[str, ...] | list[str], *,
         if pol not in UNCERTAIN_POLICIES or blank not in ("ignore", "zeros"):
             raise ValueError(f"field {f!r}: uncertain policy {pol!r} / blank policy {blank!r} unknown")
         col = records[f]
-        out[:, j] = col.map(STATE_VALUE).astype("float32").to_numpy()
+        out[:, j] = col.map(TARGET_OF_STATE).astype("float32").to_numpy()
         if pol != "ignore":
-            out[(col == "uncertain").to_numpy(), j] = 1.0 if pol == "ones" else 0.0
+            out[(col == State.UNCERTAIN.value).to_numpy(), j] = 1.0 if pol == "ones" else 0.0
         if blank == "zeros":
             out[col.isna().to_numpy(), j] = 0.0
     return out
@@ -142,11 +148,3 @@ def subsample_patients(patient_ids: np.ndarray, fraction: float, seed: int) -> n
     k = max(1, int(round(fraction * len(patients))))
     keep = np.random.default_rng(seed).choice(patients, size=k, replace=False)
     return np.isin(patient_ids.astype(str), keep)
-
-
-def check_selection_split(split: str) -> str:
-    """Refuse hyper-parameter selection on anything but the validation split."""
-    if split != "val":
-        raise ValueError(f"evaluate: probes select hyper-parameters on 'val' only, not {split!r} "
-                         "(selecting on the test split leaks it)")
-    return split

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vivid_med.evaluate.metrics import aggregate, masked_auc, masked_f1, multiclass_metrics
-from vivid_med.evaluate.probes import LinearProbe, ProbeConfig, fit_probe, subsample_patients
+from vivid_med.evaluate.probes import LinearProbe, ProbeParams, fit_probe, subsample_patients
 from vivid_med.sources.base import check_patient_splits
 
 
@@ -52,7 +52,7 @@ class ProbeResult:
     test_scores: np.ndarray | None = None
 
 
-def run_probe(data: ProbeData, seeds: list[int], cfg: ProbeConfig, *, fraction: float = 1.0,
+def run_probe(data: ProbeData, seeds: list[int], cfg: ProbeParams, *, fraction: float = 1.0,
               report: tuple[str, ...] | None = None) -> ProbeResult:
     """Fit one head per seed on train (a seeded ``fraction`` of its patients), select on val, test on test.
 

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import timm
 import torch.nn as nn
 
+from vivid_med.params import PositiveInt, StrictParams
 
-@dataclass(frozen=True)
-class BackboneConfig:
+
+class BackboneParams(StrictParams):
     """How to build the student ViT with ``timm.create_model`` (``kwargs`` go straight to timm, e.g. depth)."""
 
-    model_name: str = "vit_tiny_patch16_224"
-    img_size: int = 64
-    patch_size: int = 8
-    in_chans: int = 1
-    pretrained: bool = False
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    model: str            # a timm Vision Transformer name, e.g. vit_tiny_patch16_224
+    img_size: PositiveInt
+    patch_size: PositiveInt
+    in_chans: PositiveInt
+    kwargs: dict[str, Any]
+    pretrained: bool      # true: timm's weights (needs the hub or timm's cache)
 
     def timm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``timm.create_model`` that rebuild this architecture (no weights)."""
-        return {"model_name": self.model_name, "num_classes": 0, "img_size": self.img_size,
+        return {"model_name": self.model, "num_classes": 0, "img_size": self.img_size,
                 "patch_size": self.patch_size, "in_chans": self.in_chans, **self.kwargs}
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-
-def create_backbone(cfg: BackboneConfig) -> nn.Module:
+def create_backbone(cfg: BackboneParams) -> nn.Module:
     """A timm ViT without classifier: ``forward_features(x [B,C,S,S]) -> [B,1+N,D]``.
 
     ``pretrained=True`` asks timm for its weights (the hub, or timm's cache; off by default), resampling the
@@ -37,7 +34,7 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
     """
     model = timm.create_model(pretrained=cfg.pretrained, **cfg.timm_kwargs())
     if not hasattr(model, "forward_features") or not hasattr(model, "num_prefix_tokens"):
-        raise ValueError(f"{cfg.model_name}: not a timm Vision Transformer (no token output)")
+        raise ValueError(f"{cfg.model}: not a timm Vision Transformer (no token output)")
     return model
 
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from vivid_med.student.backbone import BackboneConfig, count_params
-from vivid_med.student.spd import PooledTokens, SPD, build_spd
+from vivid_med.student.backbone import BackboneParams, count_params
+from vivid_med.student.spd import SPD, PooledTokens, SPDParams, build_spd
 
 BACKBONE_FILE, HEADS_FILE, CONFIG_FILE = "backbone.safetensors", "heads.safetensors", "config.json"
 
@@ -29,24 +29,28 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def export_backbone(model: nn.Module, out_dir: str | Path, cfg: BackboneConfig,
+def export_backbone(model: nn.Module, out_dir: str | Path, cfg: BackboneParams,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``backbone.safetensors`` + ``config.json`` (with ``extra`` merged in); returns the config."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(_contiguous(model.state_dict()), out / BACKBONE_FILE, metadata={"format": "pt"})
-    config = {**cfg.to_dict(), "timm": cfg.timm_kwargs(), "n_params": count_params(model),
+    config = {**{k: getattr(cfg, k) for k in BackboneParams.model_fields}, "timm": cfg.timm_kwargs(), "n_params": count_params(model),
               "bytes": (out / BACKBONE_FILE).stat().st_size, **(extra or {})}
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     return config
 
 
-def export_student(backbone: nn.Module, objective: nn.Module | None, out_dir: str | Path, cfg: BackboneConfig,
-                   run: dict[str, Any]) -> dict[str, Any]:
-    """The backbone (see ``export_backbone``) plus ``heads.safetensors`` (trainable objective weights)."""
+def export_student(backbone: nn.Module, objective: nn.Module | None, out_dir: str | Path, cfg: BackboneParams,
+                   objective_name: str) -> dict[str, Any]:
+    """The backbone (see ``export_backbone``) plus ``heads.safetensors`` (trainable objective weights); the
+    config records the objective and the SPD shape (``{groups, queries, heads}``, "off", or None without one)."""
     out = Path(out_dir)
     heads = {} if objective is None else {k: v for k, v in objective.state_dict().items() if not k.startswith("teacher.")}
-    extra = {"objective": run.get("objective", "none"), "spd": (run.get("spd") or "off") if _spd_keys(heads) else None}
+    spd = getattr(objective, "spd", None)
+    shape = ({"groups": spd.groups, "queries": spd.n_queries, "heads": spd.heads} if isinstance(spd, SPD)
+             else "off" if isinstance(spd, PooledTokens) else None)
+    extra = {"objective": objective_name, "spd": shape if _spd_keys(heads) else None}
     config = export_backbone(backbone, out, cfg, extra)
     if heads:
         save_file(_contiguous(heads), out / HEADS_FILE, metadata={"format": "pt"})
@@ -97,6 +101,7 @@ def load_student(model_dir: str | Path) -> ExportedStudent:
     spd = None
     if config.get("spd") is not None and (model_dir / HEADS_FILE).exists():
         heads = load_file(model_dir / HEADS_FILE)
-        spd = build_spd(backbone.num_features, config["spd"])
+        shape = config["spd"]
+        spd = build_spd(backbone.num_features, None if shape == "off" else SPDParams(**shape))
         spd.load_state_dict({k[len("spd."):]: v for k, v in heads.items() if k.startswith("spd.")})
     return ExportedStudent(backbone, spd).eval()

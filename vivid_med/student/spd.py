@@ -13,6 +13,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from vivid_med.params import PositiveInt, StrictParams
+
+
+class SPDParams(StrictParams):
+    """The query groups of a run (``spd:`` in params): G groups x M queries, each group with H heads."""
+
+    groups: PositiveInt
+    queries: PositiveInt
+    heads: PositiveInt
+
 
 class SPD(nn.Module):
     """``forward(tokens [B,N,D]) -> (out [B,G*M,D], attn [B,G,M,N])`` (attention averaged over heads).
@@ -85,13 +95,6 @@ def orthogonality_loss(attn: Tensor | None) -> Tensor | None:
     return cos[:, i, j].abs().mean()
 
 
-def build_spd(dim: int, spd: dict | str | bool | None) -> SPD | PooledTokens:
-    """``spd`` is ``{groups, queries, heads}`` or off (``"off"``, False, None) for pooled tokens."""
-    if spd in (None, False, "off"):
-        return PooledTokens(dim)
-    if not isinstance(spd, dict):
-        raise ValueError(f"spd must be a mapping {{groups, queries, heads}} or 'off', got {spd!r}")
-    unknown = set(spd) - {"groups", "queries", "heads"}
-    if unknown:
-        raise ValueError(f"spd: unknown key(s) {sorted(unknown)}; expected groups, queries, heads")
-    return SPD(dim, **spd)
+def build_spd(dim: int, spd: SPDParams | None) -> SPD | PooledTokens:
+    """The query groups of ``spd``, or (None: SPD off) the mean of all tokens."""
+    return PooledTokens(dim) if spd is None else SPD(dim, spd.groups, spd.queries, spd.heads)

@@ -25,7 +25,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
-from vivid_med.fields import DISPLAY_NAMES, STATES
+from vivid_med.fields import DISPLAY_NAMES
+from vivid_med.states import STATE_VALUES
+from vivid_med.teacher.config import TeacherParams
 from vivid_med.teacher.embed import EMBED_VERSION, RELATED, UNRELATED, Embedder, semantic_margin
 
 PROTOTYPES, TARGETS, MANIFEST = "prototypes.safetensors", "targets.parquet", "manifest.json"
@@ -221,7 +223,7 @@ def build_cache(embedder: Embedder, targets: dict[str, str], out_dir: Path, work
             if h in rows:
                 emb[rows[h]] = v
     manifest = {
-        **ident, "states": list(STATES), "dim": int(raw.shape[-1]), "n_targets": len(hashes),
+        **ident, "states": list(STATE_VALUES), "dim": int(raw.shape[-1]), "n_targets": len(hashes),
         "n_prototypes": int(raw.shape[0] * raw.shape[1]), "forward_passes": target_passes + proto_passes,
         "forward_passes_this_run": new_passes + proto_passes,
         "centre": mean.tolist() if centre else None, "field_names": [DISPLAY_NAMES[f] for f in embedder.fields],
@@ -239,3 +241,22 @@ def build_cache(embedder: Embedder, targets: dict[str, str], out_dir: Path, work
     stable = {k: v for k, v in manifest.items() if k not in RUN_KEYS}  # same params -> same bytes
     (out_dir / MANIFEST).write_text(json.dumps(stable, indent=1) + "\n")
     return manifest
+
+
+def run(variant: str, params: TeacherParams, fields: tuple[str, ...], records_dir: Path, models_dir: Path,
+        out_dir: Path, work_dir: Path) -> dict | None:
+    """The cache of teacher ``variant`` for every distinct target of ``records_dir/*.parquet`` (the stage
+    ``teacher@<variant>``): writes ``out_dir`` and returns the manifest (rank 0; None on other ranks)."""
+    from vivid_med.teacher.convert import teacher_name
+    from vivid_med.teacher.load import load_teacher
+
+    if variant not in params.variants:
+        raise ValueError(f"teacher variant {variant!r} is not in teacher.variants {params.variants}")
+    records = sorted(p for p in Path(records_dir).glob("*.parquet") if not p.name.endswith(".rejects.parquet"))
+    targets = distinct_targets(records, fields)
+    teacher = load_teacher(Path(models_dir) / teacher_name(params.model), variant, layer=params.layer,
+                           dtype=params.dtype, device=params.device, seed=params.seed,
+                           trust_remote_code=params.trust_remote_code)
+    embedder = Embedder(teacher, params.pooling, params.template, fields)
+    return build_cache(embedder, targets, Path(out_dir), Path(work_dir), centre=params.centre,
+                       batch_size=params.batch_size, dtype=params.dtype)

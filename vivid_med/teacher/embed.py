@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from vivid_med.fields import DISPLAY_NAMES, KEY_OF_DISPLAY, STATES, check_fields
+from vivid_med.fields import DISPLAY_NAMES, KEY_OF_DISPLAY, check_fields
+from vivid_med.states import STATE_VALUES
 from vivid_med.teacher.load import Teacher
 from vivid_med.ums import cxr_record, provenance, target_text
 
@@ -118,12 +119,12 @@ class Embedder:
 
     def template_info(self) -> dict:
         """What the manifest records about rendering and pooling (compared when a cache is reused)."""
-        example, _ = render(self.teacher.tokenizer, self.template, self.prompt, prototype_text(self.fields[0], STATES[0]))
+        example, _ = render(self.teacher.tokenizer, self.template, self.prompt, prototype_text(self.fields[0], STATE_VALUES[0]))
         return {"name": self.template, "prompt": self.prompt, "example": example, "pooled": POOLED[self.pooling]}
 
     def _check(self) -> None:
         """Fail before any real compute: the template renders, offsets exist, the model gives hidden states."""
-        enc = self.encode([prototype_text(self.fields[0], STATES[0])], [[DISPLAY_NAMES[self.fields[0]]]])[0]
+        enc = self.encode([prototype_text(self.fields[0], STATE_VALUES[0])], [[DISPLAY_NAMES[self.fields[0]]]])[0]
         ids = torch.tensor([enc[0]], device=self.teacher.model.device)
         with torch.no_grad():
             out = self.teacher.model(input_ids=ids, output_hidden_states=True)
@@ -197,9 +198,9 @@ class Embedder:
 
     def prototypes(self, batch_size: int = 16) -> Tensor:
         """Every (field, state) pair rendered alone -> float32 [F,S,D] (raw, not centred)."""
-        pairs = [(f, s) for f in self.fields for s in STATES]
+        pairs = [(f, s) for f in self.fields for s in STATE_VALUES]
         emb = self.embed([prototype_text(f, s) for f, s in pairs], [[DISPLAY_NAMES[f]] for f, _ in pairs], batch_size)
-        return emb.view(len(self.fields), len(STATES), -1)
+        return emb.view(len(self.fields), len(STATE_VALUES), -1)
 
 
 def semantic_margin(prototypes: Tensor, fields: Sequence[str]) -> dict:
