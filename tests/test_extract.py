@@ -1,4 +1,6 @@
-"""Unit tests of the rule extractor: sections, sentences, negation/uncertainty scopes, evidence, verifier, LLM merge."""
+"""Unit tests of the rule extractor: sections, sentences, negation/uncertainty/hypothetical scopes, the labelling
+guide's conventions (one table per error class of issue #9; made-up sentences, never report text), evidence,
+verifier, bootstrap scoring, LLM merge."""
 
 from __future__ import annotations
 
@@ -218,6 +220,309 @@ def test_lexicon_loads_and_rejects_bad_files(tmp_path):
     with pytest.raises(ValueError, match="not_a_field"):
         load_lexicon(bad)
 
+
+# --- LABELLING_GUIDE conventions and the error classes of issue #9 (made-up sentences) -----------------------
+
+#: Cardiomegaly (issue #9: precision 0.82): upper limits of normal -> absent, borderline -> uncertain, enlarged -> present.
+CARDIOMEGALY = [
+    ("Heart size is at the upper limits of normal.", "cardiomegaly", "absent"),
+    ("The cardiac silhouette is upper limits normal in size.", "cardiomegaly", "absent"),
+    ("Cardiac size is within the upper limits of normal.", "cardiomegaly", "absent"),
+    ("Heart is top-normal in size.", "cardiomegaly", "absent"),
+    ("Heart size is high normal.", "cardiomegaly", "absent"),
+    ("Upper normal heart size.", "cardiomegaly", "absent"),
+    ("Heart size upper limits of normal, lungs clear.", "cardiomegaly", "absent"),
+    ("Borderline cardiomegaly.", "cardiomegaly", "uncertain"),
+    ("Heart size is borderline.", "cardiomegaly", "uncertain"),
+    ("The heart is borderline enlarged.", "cardiomegaly", "uncertain"),
+    ("Borderline enlargement of the cardiac silhouette.", "cardiomegaly", "uncertain"),
+    ("Heart size at the upper limits of normal to mildly enlarged.", "cardiomegaly", "uncertain"),
+    ("Mild enlargement of the cardiac silhouette.", "cardiomegaly", "present"),
+    ("The heart is enlarged.", "cardiomegaly", "present"),
+    ("Mildly enlarged heart.", "cardiomegaly", "present"),
+    ("Cardiomegaly is stable.", "cardiomegaly", "present"),
+    ("Stable cardiomegaly.", "cardiomegaly", "present"),
+    ("Heart size is stable.", "cardiomegaly", None),
+    ("Unchanged cardiac silhouette.", "cardiomegaly", None),
+    ("Normal cardiomediastinal silhouette.", "cardiomegaly", "absent"),
+    ("Normal cardiomediastinal silhouette.", "enlarged_cardiomediastinum", "absent"),
+    ("Mediastinal contours are normal.", "cardiomegaly", None),
+    ("Mediastinal contours are normal.", "enlarged_cardiomediastinum", "absent"),
+    ("The heart is not enlarged.", "cardiomegaly", "absent"),
+    ("No cardiomegaly.", "cardiomegaly", "absent"),
+    ("Heart size and pulmonary vascularity appear within limits of normal.", "cardiomegaly", "absent"),
+    ("Heart size and pulmonary vascularity appear within limits of normal.", "edema", None),
+    ("Mild cardiomegaly, lungs are clear.", "cardiomegaly", "present"),
+    ("Heart size is mildly enlarged, pulmonary vascularity is within normal limits.", "cardiomegaly", "present"),
+    ("Enlarged cardiac silhouette, unchanged.", "cardiomegaly", "present"),
+]
+
+#: Lung lesion (issue #9: F1 0.53): any written nodule/mass -> present whatever its cause or age; granuloma alone -> blank.
+LUNG_LESION = [
+    ("Calcified nodule in the right upper lobe, consistent with granuloma.", "lung_lesion", "present"),
+    ("Small calcified left lower lobe nodule, likely a granuloma.", "lung_lesion", "present"),
+    ("Calcified granuloma in the left lower lobe.", "lung_lesion", None),
+    ("Scattered calcified granulomas.", "lung_lesion", None),
+    ("Sequela of old granulomatous disease.", "lung_lesion", None),
+    ("Calcified hilar lymph nodes.", "lung_lesion", None),
+    ("Stable 8 mm nodule in the left midlung.", "lung_lesion", "present"),
+    ("Nodular density in the right base.", "lung_lesion", "present"),
+    ("Nodular opacities in both upper lobes.", "lung_lesion", "present"),
+    ("Granulomatous nodule in the left apex.", "lung_lesion", "present"),
+    ("Several small calcified pulmonary nodules, unchanged.", "lung_lesion", "present"),
+    ("Old calcified nodules from prior granulomatous infection.", "lung_lesion", "present"),
+    ("Small nodular opacity projecting over the right 5th rib, likely a nipple shadow.", "lung_lesion", None),
+    ("Small nodular opacity projecting over the right 5th rib, likely a nipple shadow.", "lung_opacity", None),
+    ("No suspicious pulmonary nodules or masses.", "lung_lesion", "absent"),
+    ("Bony overlap could obscure a small nodule.", "lung_lesion", None),
+    ("Known right upper lobe mass.", "lung_lesion", "present"),
+    ("Massive cardiomegaly.", "lung_lesion", None),
+    ("Thyroid mass displaces the trachea to the right.", "lung_lesion", None),
+    ("Reticulonodular opacities in both lungs.", "lung_lesion", None),
+    ("Reticulonodular opacities in both lungs.", "lung_opacity", "present"),
+    ("Nodular right lower lobe opacity, probably nipple.", "lung_lesion", None),
+]
+
+#: Edema (issue #9: precision 0.59): differential-list items -> blank; congestion / prominent vessels -> uncertain.
+EDEMA = [
+    ("Interstitial opacities; differential includes edema, atypical infection, or fibrosis.", "edema", None),
+    ("Interstitial opacities; differential includes edema, atypical infection, or fibrosis.", "pneumonia", None),
+    ("Interstitial opacities; differential includes edema, atypical infection, or fibrosis.", "lung_opacity", "present"),
+    ("Diffuse interstitial prominence, differential considerations include interstitial edema versus viral pneumonia.", "edema", None),
+    ("Diffuse interstitial prominence, differential considerations include interstitial edema versus viral pneumonia.", "lung_opacity", "present"),
+    ("Differential diagnosis includes pulmonary edema and infection.", "edema", None),
+    ("Bilateral interstitial opacities. The differential diagnosis would include edema or atypical pneumonia.", "edema", None),
+    ("Edema would be in the differential.", "edema", None),
+    ("Possible mild pulmonary edema.", "edema", "uncertain"),
+    ("Findings may represent edema.", "edema", "uncertain"),
+    ("Edema versus atelectasis at the bases.", "edema", "uncertain"),
+    ("Mild pulmonary vascular congestion.", "edema", "uncertain"),
+    ("Pulmonary venous congestion.", "edema", "uncertain"),
+    ("Increased pulmonary vascularity.", "edema", "uncertain"),
+    ("The pulmonary vascularity is mildly increased.", "edema", "uncertain"),
+    ("Prominent pulmonary vessels.", "edema", "uncertain"),
+    ("Cephalization of the pulmonary vessels.", "edema", "uncertain"),
+    ("Indistinct pulmonary vasculature.", "edema", "uncertain"),
+    ("Normal pulmonary vascularity.", "edema", None),
+    ("No vascular congestion.", "edema", "absent"),
+    ("Mild interstitial edema.", "edema", "present"),
+    ("Findings consistent with congestive heart failure.", "edema", "present"),
+    ("No pulmonary edema.", "edema", "absent"),
+    ("Vascular congestion without frank edema.", "edema", "uncertain"),
+    ("The pulmonary vasculature is not engorged.", "edema", "absent"),
+]
+
+#: Fracture (issue #9: precision 0.66): fractured devices -> not a fracture; old healed fractures -> present.
+FRACTURE = [
+    ("Fractured pacemaker lead.", "fracture", None),
+    ("Fractured pacemaker lead.", "support_devices", "present"),
+    ("The right ventricular pacer lead is fractured.", "fracture", None),
+    ("Fracture of one of the median sternotomy wires.", "fracture", None),
+    ("Fracture of one of the median sternotomy wires.", "support_devices", "present"),
+    ("Sternal wire fracture.", "fracture", None),
+    ("Broken sternotomy wire.", "fracture", None),
+    ("Old healed right rib fractures.", "fracture", "present"),
+    ("Healing fracture of the left 7th rib.", "fracture", "present"),
+    ("No acute fracture.", "fracture", "absent"),
+    ("FINDINGS: No acute fracture. Old left clavicle fracture.", "fracture", "present"),
+    ("Mild compression deformity of T12.", "fracture", "present"),
+    ("Mild anterior wedging of a thoracic vertebral body.", "fracture", "present"),
+    ("Mild XXXX deformity of a lower thoracic vertebra.", "fracture", None),
+    ("Degenerative changes of the spine.", "fracture", None),
+    ("If there is concern for rib fracture, dedicated rib views could be obtained.", "fracture", None),
+    ("Limited exam for evaluation of fracture.", "fracture", None),
+    ("Osseous structures are intact.", "fracture", "absent"),
+    ("Possible nondisplaced rib fracture.", "fracture", "uncertain"),
+    ("Fractured sternotomy wire and old healed left rib fracture.", "fracture", "present"),
+]
+
+#: Lung opacity (issue #9: 0.91 vs medspaCy 0.98): densities, markings, scarring; artefacts and pleural scarring are not.
+LUNG_OPACITY = [
+    ("Patchy opacity in the left lower lobe.", "lung_opacity", "present"),
+    ("Streaky bibasilar opacities likely atelectasis.", "atelectasis", "uncertain"),
+    ("Lungs are clear.", "lung_opacity", "absent"),
+    ("No focal airspace disease.", "lung_opacity", "absent"),
+    ("Increased interstitial markings.", "lung_opacity", "present"),
+    ("Chronic interstitial lung changes.", "lung_opacity", "present"),
+    ("Coarse interstitial markings bilaterally.", "lung_opacity", "present"),
+    ("Increased lung markings at the bases.", "lung_opacity", "present"),
+    ("Retrocardiac density.", "lung_opacity", "present"),
+    ("Left basilar density.", "lung_opacity", "present"),
+    ("Calcified density in the left lung consistent with granuloma.", "lung_opacity", None),
+    ("Biapical pleural thickening.", "lung_opacity", None),
+    ("Biapical pleural-parenchymal scarring.", "lung_opacity", None),
+    ("Biapical pleural-parenchymal scarring.", "pleural_other", "present"),
+    ("Right lower lobe scarring.", "lung_opacity", "present"),
+    ("Left lower lobe infiltrate.", "lung_opacity", "present"),
+    ("Peribronchial thickening.", "lung_opacity", "present"),
+    ("Opacity in the right base likely due to overlying soft tissue.", "lung_opacity", None),
+    ("Left basilar opacity, heart size is normal.", "lung_opacity", "present"),
+    ("Hazy opacity in the right perihilar region.", "lung_opacity", "present"),
+    ("Bibasilar airspace disease.", "lung_opacity", "present"),
+]
+
+#: FINDINGS + IMPRESSION texts (the external check's format), repeated statements, No Finding.
+FINDINGS_IMPRESSION = [
+    ("FINDINGS: The heart is normal in size. The lungs are clear. IMPRESSION: No acute cardiopulmonary abnormality.", "no_finding", "present"),
+    ("FINDINGS: Heart size within normal limits. Calcified granuloma in the right upper lobe. IMPRESSION: No acute disease.", "no_finding", "present"),
+    ("FINDINGS: Mild cardiomegaly. Lungs clear. IMPRESSION: Cardiomegaly without acute pulmonary disease.", "cardiomegaly", "present"),
+    ("FINDINGS: Mild cardiomegaly. Lungs clear. IMPRESSION: Cardiomegaly without acute pulmonary disease.", "no_finding", "absent"),
+    ("FINDINGS: Heart size upper limits of normal. No focal airspace disease. IMPRESSION: Borderline cardiomegaly.", "cardiomegaly", "uncertain"),
+    ("FINDINGS: Heart size upper limits of normal. No focal airspace disease. IMPRESSION: No active disease.", "no_finding", "present"),
+    ("FINDINGS: Lungs clear. IMPRESSION: 1. No acute cardiopulmonary process. 2. Stable calcified right lung nodule.", "lung_lesion", "present"),
+    ("FINDINGS: No pneumothorax. IMPRESSION: Negative chest.", "no_finding", "present"),
+    ("FINDINGS: Small left pleural effusion. IMPRESSION: Small left pleural effusion.", "pleural_effusion", "present"),
+    ("FINDINGS: Heart size normal IMPRESSION: Borderline cardiomegaly", "cardiomegaly", "uncertain"),
+    ("FINDINGS: Hyperinflated lungs. Degenerative changes of the spine. IMPRESSION: Emphysema. No acute disease.", "no_finding", "present"),
+    ("FINDINGS: Left basilar opacity. IMPRESSION: Left lower lobe pneumonia.", "pneumonia", "present"),
+    ("FINDINGS: Interstitial opacities. IMPRESSION: Interstitial opacities; differential includes edema or atypical infection.", "edema", None),
+    ("FINDINGS: Interstitial opacities. IMPRESSION: Interstitial opacities; differential includes edema or atypical infection.", "no_finding", "absent"),
+    ("Findings: The heart is top normal in size. Impression: No acute disease.", "no_finding", "present"),
+]
+
+#: Support devices as listed by the guide (and what is not one).
+SUPPORT_DEVICES = [
+    ("Right-sided PICC with tip in the SVC.", "support_devices", "present"),
+    ("Left chest wall pacemaker with leads in the right atrium and ventricle.", "support_devices", "present"),
+    ("Median sternotomy wires.", "support_devices", "present"),
+    ("Sternotomy changes.", "support_devices", None),
+    ("Surgical clips in the right upper quadrant.", "support_devices", None),
+    ("Interval removal of the right IJ catheter.", "support_devices", "absent"),
+    ("External monitor leads overlie the chest.", "support_devices", "present"),
+    ("Gastrostomy tube in place.", "support_devices", "present"),
+    ("Left shoulder arthroplasty.", "support_devices", "present"),
+    ("Bilateral breast implants.", "support_devices", None),
+    ("Nipple ring.", "support_devices", None),
+    ("Atrial septal occluder device.", "support_devices", "present"),
+    ("Spinal fusion hardware.", "support_devices", "present"),
+    ("Bullet fragments overlie the left chest.", "support_devices", None),
+]
+
+#: Pleural effusion (guide revision 2: blunting is an indirect sign) and pleural spaces.
+PLEURAL = [
+    ("Blunting of the left costophrenic angle.", "pleural_effusion", "present"),
+    ("Blunting of the right costophrenic angle, likely pleural thickening.", "pleural_effusion", None),
+    ("Blunting of the right costophrenic angle, likely pleural thickening.", "pleural_other", "uncertain"),
+    ("Blunting of the left costophrenic angle. No pleural effusion.", "pleural_effusion", "absent"),
+    ("Blunting of the costophrenic angle may reflect a small effusion.", "pleural_effusion", "uncertain"),
+    ("Pleural spaces are clear.", "pleural_effusion", "absent"),
+    ("Pleural spaces are clear.", "pneumothorax", "absent"),
+    ("No pericardial effusion.", "pleural_effusion", None),
+    ("No pneumothorax, small left effusion.", "pleural_effusion", "present"),
+]
+
+#: Hedges and disjunctions (guide revision 2).
+HEDGES = [
+    ("Scarring/atelectasis at the left base.", "atelectasis", "uncertain"),
+    ("Atelectasis or scarring in the left base.", "atelectasis", "uncertain"),
+    ("No effusion or pneumothorax.", "pneumothorax", "absent"),
+    ("No effusion/pneumothorax.", "pneumothorax", "absent"),
+    ("Opacity consistent with pneumonia.", "pneumonia", "present"),
+    ("Findings compatible with atelectasis.", "atelectasis", "present"),
+    ("This appears to be atelectasis.", "atelectasis", "present"),
+    ("Likely atelectasis.", "atelectasis", "uncertain"),
+    ("Opacity suspicious for pneumonia.", "pneumonia", "uncertain"),
+]
+
+
+@pytest.mark.parametrize("table", ["CARDIOMEGALY", "LUNG_LESION", "EDEMA", "FRACTURE", "LUNG_OPACITY",
+                                   "FINDINGS_IMPRESSION", "SUPPORT_DEVICES", "PLEURAL", "HEDGES"])
+def test_guide_conventions(table):
+    """Every row: the field's state, and the verifier accepts the whole result (evidence spans included)."""
+    wrong = [(t, f, want, got) for t, f, want in globals()[table] if (got := states(t)[f]) != want]
+    assert not wrong, wrong
+
+
+
+def test_upper_case_headers_mid_line_split_findings_from_impression():
+    t = "FINDINGS: Heart size normal IMPRESSION: Borderline cardiomegaly"
+    secs, _ = find_sections(t)
+    assert [(n, t[a:b].strip()) for n, a, b in secs] == [("findings", "Heart size normal"),
+                                                         ("impression", "Borderline cardiomegaly")]
+    assert states(t)["cardiomegaly"] == "uncertain"
+    # a lower-case "findings:" inside a sentence is not a header
+    assert find_sections("The findings: stable.")[0] == [("findings", 0, 21)]
+
+
+def test_run_on_full_stop_ends_a_sentence_only_before_a_capitalised_word():
+    t = "Heart size within normal limits.The lungs are clear. A 1.5 cm nodule XXXX.XXXX noted."
+    assert [t[a:b] for a, b in split_sentences(t)] == [
+        "Heart size within normal limits.", "The lungs are clear.", "A 1.5 cm nodule XXXX.XXXX noted."]
+
+
+def test_post_trigger_stays_in_its_clause():
+    s = states("Small left effusion, the heart is normal in size.")
+    assert s["pleural_effusion"] == "present" and s["cardiomegaly"] == "absent"
+    s = states("Focal consolidation, pleural effusion, or pneumothorax is not identified.")
+    assert s["consolidation"] == s["pleural_effusion"] == s["pneumothorax"] == "absent"
+
+
+def test_hypothetical_mentions_are_blank_and_carry_no_evidence():
+    t = "FINDINGS: Reticular opacities. IMPRESSION: Reticular opacities, differential includes edema or fibrosis."
+    r = extract_report(t)
+    assert r.states["edema"] is None and "edema" not in r.evidence and verify(t, r) == []
+    assert r.states["lung_opacity"] == "present"  # the described finding is coded
+    assert r.provenance["lung_opacity"] == "affirmed"
+
+
+def test_indirect_sign_yields_to_what_the_report_says_of_the_field():
+    t = "Blunting of the left costophrenic angle. No pleural effusion."
+    r = extract_report(t)
+    ev = r.evidence["pleural_effusion"]
+    assert r.states["pleural_effusion"] == "absent" and t[ev.start:ev.end] == "effusion" and verify(t, r) == []
+    t = "Blunting of the left costophrenic angle."
+    r = extract_report(t)
+    assert r.states["pleural_effusion"] == "present" and "indirect sign" in r.provenance["pleural_effusion"]
+    assert verify(t, r) == []
+
+
+def test_differential_departure_from_chexpert_is_specific_to_differentials():
+    # a differential list -> blank (LABELLING_GUIDE departure); a direct hedge stays uncertain (CheXpert)
+    assert states("Opacities; differential diagnosis includes pneumonia.")["pneumonia"] is None
+    assert states("Opacities may represent pneumonia.")["pneumonia"] == "uncertain"
+    assert states("Opacities, pneumonia versus atelectasis.")["pneumonia"] == "uncertain"
+
+
+# --- scoring: bootstrap intervals ------------------------------------------------------------------------------
+
+def _table(rows: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    return {f"s{i}": {"cardiomegaly": a, "edema": b} for i, (a, b) in enumerate(rows)}
+
+
+GOLD = _table([("present", ""), ("absent", "uncertain"), ("present", "present"), ("", ""), ("uncertain", "absent"),
+               ("absent", "present"), ("present", ""), ("", "absent")])
+PRED = _table([("present", ""), ("present", "present"), ("", "present"), ("", ""), ("uncertain", "absent"),
+               ("absent", "uncertain"), ("present", "present"), ("", "")])
+
+
+def test_bootstrap_identical_systems_have_a_zero_width_difference():
+    from vivid_med.extract.scoring import bootstrap_f1
+
+    r = bootstrap_f1(GOLD, {"a": PRED, "b": dict(PRED)}, min_pos=1, n_boot=500, seed=0)
+    assert r["differences"]["a - b"] == {"macro_f1": 0.0, "ci": [0.0, 0.0]}
+    assert r["scored"] == ["cardiomegaly", "edema"] and r["n_pos"]["cardiomegaly"] == 4
+
+
+def test_bootstrap_intervals_contain_the_point_estimates_and_are_seeded():
+    from vivid_med.extract.scoring import bootstrap_f1, f1_table
+
+    r = bootstrap_f1(GOLD, {"pred": PRED, "gold": GOLD}, min_pos=1, n_boot=500, seed=0)
+    pred = r["systems"]["pred"]
+    # point estimates are f1_table's: cardiomegaly tp 3 fp 1 fn 1 -> 0.75; edema tp 3 fp 1 fn 0 -> 6/7
+    assert pred["fields"]["cardiomegaly"]["f1"] == 0.75 and pred["fields"]["edema"]["f1"] == round(6 / 7, 4)
+    assert abs(pred["macro_f1"] - f1_table(GOLD, PRED, 1)["macro_f1"]) < 1e-4
+    lo, hi = pred["macro_f1_ci"]
+    assert lo <= pred["macro_f1"] <= hi and lo < hi
+    for v in pred["fields"].values():
+        assert v["ci"][0] <= v["f1"] <= v["ci"][1]
+    assert r["systems"]["gold"]["macro_f1_ci"] == [1.0, 1.0]
+    d = r["differences"]["pred - gold"]
+    assert d["ci"][0] <= d["macro_f1"] <= d["ci"][1] <= 0
+    assert bootstrap_f1(GOLD, {"pred": PRED, "gold": GOLD}, min_pos=1, n_boot=500, seed=0) == r
+    assert bootstrap_f1(GOLD, {"pred": PRED}, min_pos=1, n_boot=500, seed=1)["systems"]["pred"]["macro_f1_ci"] != \
+        pred["macro_f1_ci"]
+    # fields below min_pos leave the macro average
+    assert bootstrap_f1(GOLD, {"pred": PRED}, min_pos=4, n_boot=50)["scored"] == ["cardiomegaly"]
 
 # --- optional LLM proposer -------------------------------------------------------------------------------------
 

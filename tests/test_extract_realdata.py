@@ -1,8 +1,8 @@
 """The rule extractor on real IU X-ray reports (../shared/data): F1 against our labels, verifier, anchor gate.
 
-Labels: tests/labels/iu_dev_labels.csv (200 seeded-random study ids, no report text; see LABELLING_GUIDE.md).
-Rules were tuned on the `frozen == 0` half only; the frozen half's F1 is the reported one. Assertion messages
-name study ids only, never report text.
+Labels: tests/labels/iu_dev_labels.csv (650 seeded-random study ids, no report text; see LABELLING_GUIDE.md):
+300 tuning (`frozen == 0`) and 350 frozen. Rules were tuned on the tuning split only; the frozen split's F1 is the
+reported one (benchmarks/extract_compare.py). Assertion messages name study ids only, never report text.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from vivid_med.extract.scoring import f1_table, read_labels, read_reports
 pytestmark = pytest.mark.realdata
 LABELS = Path(__file__).parent / "labels" / "iu_dev_labels.csv"
 
-# Measured (see README, "Report-text extractor"); thresholds sit a little under the measured values.
 # Keys: minimum gold positives for a field to enter the macro average.
-FROZEN_MIN = {15: 0.95, 3: 0.87, 1: 0.74}
-DEV_MIN = {15: 0.98, 3: 0.97, 1: 0.95}
+# Tuning split (300 reports, labelled under the guide's revision 2), measured with rules-2.0+lexicon-3
+# (docs/extractor.md): 1.000 (>= 15, 7 fields), 0.990 (>= 5, 11 fields); floors sit a little under.
+DEV_MIN = {15: 0.97, 5: 0.95}
+# TODO(lead): set the frozen floors from the one frozen run (benchmarks/extract_compare.py --split frozen); the rule
+# writer never ran this test nor measured anything on the frozen split, so these are placeholders, not measurements.
+FROZEN_MIN = {15: 0.0, 5: 0.0}
 
 
 class _Reports(dict):
@@ -43,14 +46,15 @@ def labels() -> dict[str, dict]:
 
 
 def test_labels_file_is_well_formed(labels, reports):
-    assert len(labels) >= 200
-    assert sum(r["frozen"] == "1" for r in labels.values()) >= 100
+    assert len(labels) >= 650
+    assert sum(r["frozen"] == "1" for r in labels.values()) >= 350
+    assert sum(r["frozen"] == "0" for r in labels.values()) >= 300
     missing = [s for s in labels if s not in reports]
     assert not missing, f"label ids not in the reports: {missing[:5]}"
     assert "report" not in next(iter(labels.values())), "the labels file must not hold report text"
 
 
-@pytest.mark.parametrize("half,minimum", [("1", FROZEN_MIN), ("0", DEV_MIN)], ids=["frozen", "dev"])
+@pytest.mark.parametrize("half,minimum", [("1", FROZEN_MIN), ("0", DEV_MIN)], ids=["frozen", "tuning"])
 def test_macro_f1(labels, reports, half, minimum):
     gold = {s: r for s, r in labels.items() if r["frozen"] == half}
     pred = {s: extract_report(reports[s]).states for s in gold}
