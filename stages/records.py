@@ -1,4 +1,4 @@
-"""Stage ``records``: each source dataset -> data/records/<name>.parquet (+ .rejects.parquet, .json), metrics/records.json.
+"""Stage ``records``: each source -> data/records/<name>.parquet (+ .rejects.parquet, .json), metrics/records.json.
 
 params: ``fields`` (the pretraining fields ``target_hash`` covers) and ``records`` (``vivid_med.records.RecordsParams``:
 ``sources``, name -> ``{kind: <a record-source kind>, root: <folder>, <the kind's options>}``, see

@@ -1,4 +1,4 @@
-"""Chest X-ray record sources on fixtures written in each dataset's real layout (and on real NIH labels when present)."""
+"""Chest X-ray record sources on fixtures in each dataset's real layout (and on real NIH labels when present)."""
 
 from __future__ import annotations
 

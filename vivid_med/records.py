@@ -40,7 +40,8 @@ _VIEW_CODES = {None: 0, "PA": 1, "AP": 2, "LAT": 3}
 
 
 class LlmExtractorParams(StrictParams):
-    """An LLM proposer for the first ``max_reports`` distinct reports (null: all); verified claims override the rules."""
+    """An LLM proposer for the first ``max_reports`` distinct reports (null: all); its verified claims override
+    the rules."""
 
     model: str
     max_reports: PositiveInt | None

@@ -203,5 +203,5 @@ def valid_as_test(rows: pd.DataFrame, val_fraction: float, seed: int) -> None:
 
 
 def sectioned_report(sections: dict[str, str]) -> str:
-    """``{"FINDINGS": a, "IMPRESSION": b}`` -> ``"FINDINGS: a\\n\\nIMPRESSION: b"`` (the headers the extractor reads)."""
+    """``{"FINDINGS": a, "IMPRESSION": b}`` -> ``"FINDINGS: a\\n\\nIMPRESSION: b"`` (headers the extractor reads)."""
     return "\n\n".join(f"{name}: {text}" for name, text in sections.items())

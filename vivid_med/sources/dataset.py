@@ -82,7 +82,8 @@ class Dataset:
 
     @classmethod
     def roles(cls) -> tuple[Role, ...]:
-        return tuple(r for r, base in (("records", RecordSource), ("image_set", ImageSetSource)) if issubclass(cls, base))
+        bases: tuple[tuple[Role, type], ...] = (("records", RecordSource), ("image_set", ImageSetSource))
+        return tuple(role for role, base in bases if issubclass(cls, base))
 
     @classmethod
     def at(cls, root: str | Path, **options: Any) -> "Dataset":
