@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import section
 
 from vivid_med.evaluate.features import extract
-from vivid_med.evaluate.probes import ProbeConfig
+from vivid_med.evaluate.probes import ProbeParams
 from vivid_med.evaluate.protocols import ProbeData, run_probe
 from vivid_med.sources import ImageSet, open_dataset, parse_dataset
 
@@ -24,18 +25,21 @@ pytestmark = pytest.mark.realdata
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = [0, 1, 2]
 RESULTS: dict[str, dict] = {}
+#: The random-init reference of the README's table: ViT-Tiny (12 blocks), 64 px, patch 8, one channel.
+RANDOM_INIT = {"model": "vit_tiny_patch16_224", "img_size": 64, "patch_size": 8, "in_chans": 1, "kwargs": {},
+               "pretrained": False}
 
 
 @pytest.fixture(scope="module")
 def backbones() -> dict[str, torch.nn.Module]:
-    from vivid_med.student.backbone import BackboneConfig, create_backbone
+    from vivid_med.student.backbone import BackboneParams, create_backbone
     from vivid_med.student.export import load_backbone
 
     chosen = os.environ.get("VIVID_REALDATA_BACKBONES")  # e.g. "vivid,bce,random_init"; default: every run
     runs = [p for p in sorted((REPO / "models").glob("*")) if (p / "config.json").exists() and p.name != "product"]
     out = {p.name: load_backbone(p) for p in runs if not chosen or p.name in chosen.split(",")}
     torch.manual_seed(0)
-    out.setdefault("random_init", create_backbone(BackboneConfig()).eval())
+    out.setdefault("random_init", create_backbone(BackboneParams(**RANDOM_INIT)).eval())
     return out
 
 
@@ -61,7 +65,7 @@ def test_probe_on_real_images(shared_data, backbones, name):
     for bname, model in backbones.items():
         data = ProbeData(name, extract(model, s.images, 128, desc=f"{name}/{bname}"), s.labels, s.patient_ids,
                          s.splits, tuple(s.class_names), s.multilabel)
-        m = run_probe(data, SEEDS, ProbeConfig()).metrics
+        m = run_probe(data, SEEDS, ProbeParams.model_validate(section("evaluate")["probe"])).metrics
         RESULTS.setdefault(name, {})[bname] = {"data": data.describe(), **{
             k: m[k] for k in ("auc", "auc_n_fields", "f1", "accuracy", "macro_f1", "auc_n_classes") if k in m}}
         auc = m["auc"]["mean"]
