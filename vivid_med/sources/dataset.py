@@ -13,6 +13,7 @@ Only registered classes can be named: nothing is imported from a string.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -65,7 +66,7 @@ class RecordOptions(DatasetOptions):
     labels: str
 
 
-class Dataset:
+class Dataset(ABC):
     """One dataset kind. ``Options`` validates its params entry; ``roles()`` says what it provides."""
 
     kind: ClassVar[str]
@@ -96,15 +97,15 @@ class RecordSource(Dataset):
 
     Options: ClassVar[type[RecordOptions]] = RecordOptions
 
-    def records(self) -> SourceRows:
-        raise NotImplementedError
+    @abstractmethod
+    def records(self) -> SourceRows: ...
 
 
 class ImageSetSource(Dataset):
     """A labelled image set for probes and transfer: ``image_set()`` -> ``ImageSet``."""
 
-    def image_set(self) -> ImageSet:
-        raise NotImplementedError
+    @abstractmethod
+    def image_set(self) -> ImageSet: ...
 
 
 #: Every dataset kind, by the name params use as ``kind:``.
