@@ -442,6 +442,10 @@ def test_upper_case_headers_mid_line_split_findings_from_impression():
     assert states(t)["cardiomegaly"] == "uncertain"
     # a lower-case "findings:" inside a sentence is not a header
     assert find_sections("The findings: stable.")[0] == [("findings", 0, 21)]
+    # findings written before an IMPRESSION header without their own header are read; a title line is not
+    t = "Mild cardiomegaly. Lungs clear. IMPRESSION: No acute disease."
+    assert [n for n, _, _ in find_sections(t)[0]] == ["findings", "impression"] and states(t)["cardiomegaly"] == "present"
+    assert [n for n, _, _ in find_sections("FINAL REPORT\nEXAMINATION: chest\nFINDINGS: Clear.")[0]] == ["findings"]
 
 
 def test_run_on_full_stop_ends_a_sentence_only_before_a_capitalised_word():

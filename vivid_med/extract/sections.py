@@ -23,12 +23,18 @@ def find_sections(text: str) -> tuple[list[tuple[str, int, int]], bool]:
 
     No header at all -> the whole (non-blank) text is one ``findings`` section. With headers, only FINDINGS and
     IMPRESSION (or CONCLUSION) bodies are usable; empty bodies are dropped, so headers whose usable sections are
-    all empty give ``[]`` (the caller reports ``no_usable_section``).
+    all empty give ``[]`` (the caller reports ``no_usable_section``). Text before the first header is read as
+    findings when that header is a usable one and the text is more than an upper-case title ("Heart size normal.
+    IMPRESSION: ..." keeps its findings; "FINAL REPORT" before "EXAMINATION:" is not read).
     """
     heads = list(_HEADER.finditer(text))
     if not heads:
         return ([("findings", 0, len(text))] if text.strip() else []), False
     out = []
+    lead = text[:heads[0].start()]
+    first = USABLE.get(" ".join((heads[0].group("name") or heads[0].group("upper")).lower().split()))
+    if first and lead.strip() and any(c.islower() for c in lead):
+        out.append(("findings", 0, heads[0].start()))
     for h, nxt in zip(heads, heads[1:] + [None]):
         name = USABLE.get(" ".join((h.group("name") or h.group("upper")).lower().split()))
         end = nxt.start() if nxt is not None else len(text)
