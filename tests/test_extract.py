@@ -255,6 +255,8 @@ CARDIOMEGALY = [
     ("Mild cardiomegaly, lungs are clear.", "cardiomegaly", "present"),
     ("Heart size is mildly enlarged, pulmonary vascularity is within normal limits.", "cardiomegaly", "present"),
     ("Enlarged cardiac silhouette, unchanged.", "cardiomegaly", "present"),
+    ("The cardiac silhouette is substantially enlarged compared with last year.", "cardiomegaly", "present"),
+    ("The cardiomediastinal silhouette is considerably widened.", "enlarged_cardiomediastinum", "present"),
 ]
 
 #: Lung lesion (issue #9: F1 0.53): any written nodule/mass -> present whatever its cause or age; granuloma alone -> blank.
