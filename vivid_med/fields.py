@@ -43,9 +43,6 @@ RARE_FIELDS: tuple[str, ...] = (
 #: Answerable states; a null (None) state means "not answerable from the source".
 STATES: tuple[str, ...] = ("present", "absent", "uncertain")
 
-#: CheXpert label-table values -> state (blank/NaN -> None).
-CHEXPERT_VALUE_TO_STATE: dict[float, str] = {1.0: "present", 0.0: "absent", -1.0: "uncertain"}
-
 
 def check_fields(fields: list[str] | tuple[str, ...], what: str = "fields") -> tuple[str, ...]:
     """Return ``fields`` as a tuple, raising ValueError naming ``what`` on an unknown key."""

@@ -33,7 +33,7 @@ from vivid_med.evaluate.protocols import ProbeData, run_probe, transfer_probe
 from vivid_med.fields import FIELDS, NIH_SHARED_FIELDS, check_fields
 from vivid_med.imaging import ImageStore
 from vivid_med.params import NonNegativeInt, PositiveInt, Seeds, StrictParams
-from vivid_med.sources import open_dataset, parse_dataset
+from vivid_med.sources import ImageSetSpec, open_dataset
 from vivid_med.sources.base import check_patient_splits, is_synthetic
 from vivid_med.student.export import load_student
 from vivid_med.tables import read_records, synthetic_datasets
@@ -58,7 +58,7 @@ class EvaluateParams(StrictParams):
     uncertain_policy: UncertainPolicy | dict[str, UncertainPolicy]
     batch_size: PositiveInt          # feature-extraction batch
     probe: ProbeParams
-    image_sets: dict[str, dict[str, Any]]
+    image_sets: dict[str, ImageSetSpec]
     plots: PlotParams
 
     @field_validator("select_on")
@@ -73,8 +73,6 @@ class EvaluateParams(StrictParams):
     def _parts(self) -> "EvaluateParams":
         if isinstance(self.uncertain_policy, dict):
             check_fields(list(self.uncertain_policy), "uncertain_policy")
-        for name, spec in self.image_sets.items():
-            parse_dataset(spec, "image_set", f"image_sets.{name}")
         return self
 
 
@@ -111,8 +109,7 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
     """Every protocol on the backbone in ``model_dir``; features are cached and plot data written under
     ``work_dir``. Returns the metrics (rounded, JSON-able), with the data behind each protocol described."""
     records_dir, images_dir, work_dir = Path(records_dir), Path(images_dir), Path(work_dir)
-    image_sets = {name: parse_dataset(spec, "image_set", f"evaluate.image_sets.{name}")
-                  for name, spec in params.image_sets.items()}
+    image_sets = params.image_sets
     student = load_student(model_dir)
     model = student.backbone
     plot_dir = work_dir / "plots"
