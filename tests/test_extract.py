@@ -361,6 +361,8 @@ LUNG_OPACITY = [
     ("Left basilar opacity, heart size is normal.", "lung_opacity", "present"),
     ("Hazy opacity in the right perihilar region.", "lung_opacity", "present"),
     ("Bibasilar airspace disease.", "lung_opacity", "present"),
+    ("Slight increase in bibasilar markings.", "lung_opacity", "present"),
+    ("A faint nodular-like opacity in the left upper lung.", "lung_lesion", "present"),
 ]
 
 #: FINDINGS + IMPRESSION texts (the external check's format), repeated statements, No Finding.
