@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from vivid_med.sources.nih import NIH_LABELS
+
 #: UMS key -> NIH ChestX-ray14 "Finding Labels" names (any of them present = the finding is present).
 NIH_FINDINGS: dict[str, tuple[str, ...]] = {
     "atelectasis": ("Atelectasis",),
@@ -39,15 +41,12 @@ NIH_FINDINGS: dict[str, tuple[str, ...]] = {
     "lung_lesion": ("Mass", "Nodule"),
 }
 #: Every label NIH uses (14 findings + No Finding); anything else in the column is an error.
-NIH_LABELS: frozenset[str] = frozenset({
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis", "Hernia",
-    "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax", "No Finding",
-})
+NIH_KNOWN: frozenset[str] = frozenset(NIH_LABELS) | {"No Finding"}
 NIH_TABLE = "nih_cxr14_labels/Data_Entry_2017_v2020.csv.gz"
 
 
 def multi_hot(labels: Iterable[str], mapping: Mapping[str, Sequence[str]] = NIH_FINDINGS, sep: str = "|",
-              known: frozenset[str] | None = NIH_LABELS) -> np.ndarray:
+              known: frozenset[str] | None = NIH_KNOWN) -> np.ndarray:
     """Boolean [N, F] (F = len(mapping), in its order): row n has finding f if any of f's names is in row n.
 
     ``known``: every label must be one of these (catches a misspelt mapping or a different table); None skips.
@@ -284,7 +283,8 @@ def prototypes_by_layer(embedder, batch_size: int = 36, share_prefix: bool = Tru
 
     import torch
 
-    from vivid_med.fields import DISPLAY_NAMES, STATES
+    from vivid_med.fields import DISPLAY_NAMES
+    from vivid_med.states import STATE_VALUES as STATES
     from vivid_med.teacher.embed import prototype_text
 
     fields = embedder.fields
