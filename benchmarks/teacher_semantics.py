@@ -53,7 +53,8 @@ import numpy as np
 import torch
 import yaml
 
-from vivid_med.fields import DISPLAY_NAMES, PRETRAIN_FIELDS, STATES
+from vivid_med.fields import DISPLAY_NAMES, PRETRAIN_FIELDS
+from vivid_med.states import STATE_VALUES
 from vivid_med.teacher.embed import Embedder
 from vivid_med.teacher.load import load_teacher, read_config
 from vivid_med.teacher.semantics import (
@@ -344,7 +345,7 @@ def main() -> None:
                 "teachers": {t: {k: str(v) for k, v in specs[t].items()} for t in args.teachers},
                 "pairs": [f"{ref.keys[i]} ~ {ref.keys[j]}" for i, j in pairs(len(ref.keys))],
                 "checks": checks, "wall_s": round(wall, 1), "teacher_s": times,
-                "display_names": {k: DISPLAY_NAMES[k] for k in NIH_FINDINGS}, "states": list(STATES)}
+                "display_names": {k: DISPLAY_NAMES[k] for k in NIH_FINDINGS}, "states": list(STATE_VALUES)}
         Path(args.out).write_text(json.dumps({"meta": meta, "reference": ref.table(), "summary": summary,
                                               "rows": rows}, indent=1) + "\n")
 

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from vivid_med.extract import EXTRACTOR_VERSION, Evidence, extract_report, verify
+from vivid_med.extract import EXTRACTOR_VERSION, MentionSpan, extract_report, verify
 from vivid_med.extract.lexicon import load_lexicon, normalise
 from vivid_med.extract.sections import find_sections
 from vivid_med.extract.sentences import split_sentences
@@ -25,7 +25,7 @@ def test_api_shape_and_version():
     r = extract_report("FINDINGS: Mild cardiomegaly.\nIMPRESSION: No pleural effusion.")
     assert set(r.states) == set(FIELDS) and not r.no_usable_section
     assert set(r.evidence) == {f for f, s in r.states.items() if s is not None}
-    assert all(isinstance(e, Evidence) for e in r.evidence.values())
+    assert all(isinstance(e, MentionSpan) for e in r.evidence.values())
     assert EXTRACTOR_VERSION.startswith("rules-")
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
-from vivid_med.states import STATE_VALUES as STATES
+from vivid_med.states import STATE_VALUES
 from vivid_med.tables import write_records
 from vivid_med.teacher.cache import CacheMismatchError, build_cache, distinct_targets, load_cache
 from tiny_teacher import write_tiny
@@ -29,7 +29,7 @@ def make_records(n: int, seed: int = 0) -> list[UMSRecord]:
     """n records with distinct targets (random states over the pretraining fields and views)."""
     rng, out = random.Random(seed), {}
     while len(out) < n:
-        states = {f: rng.choice([None, None, *STATES]) for f in PRETRAIN_FIELDS}
+        states = {f: rng.choice([None, None, *STATE_VALUES]) for f in PRETRAIN_FIELDS}
         rec = cxr_record(states, rng.choice(["PA", "AP", None]), provenance())
         out[target_text(rec)] = rec
     return list(out.values())
@@ -78,7 +78,7 @@ def test_embedding_independent_of_batch_and_padding(tiny_dir):
 
 def test_prototypes_separate_states_and_fields(tiny_dir):
     p = embedder(tiny_dir).prototypes()
-    assert p.shape == (len(PRETRAIN_FIELDS), len(STATES), 64)
+    assert p.shape == (len(PRETRAIN_FIELDS), len(STATE_VALUES), 64)
     assert (p[:, 0] - p[:, 1]).abs().amax(-1).min() > 1e-3  # every field: present != absent
     assert (p[0] - p[1]).abs().amax() > 1e-3
 
@@ -87,10 +87,10 @@ def test_cache_counts_passes_and_round_trips(tiny_dir, tmp_path):
     targets = make_targets(20)
     emb = embedder(tiny_dir)
     m = build_cache(emb, targets, tmp_path / "out", tmp_path / "work", batch_size=6, progress=False)
-    assert m["forward_passes"] == emb.forward_passes == len(targets) + len(PRETRAIN_FIELDS) * len(STATES)
+    assert m["forward_passes"] == emb.forward_passes == len(targets) + len(PRETRAIN_FIELDS) * len(STATE_VALUES)
     cache = load_cache(tmp_path / "out", expect={"variant": "pretrained", "fingerprint": emb.teacher.fingerprint})
     assert cache.targets.shape == (20, 64) and cache.prototypes.shape == (12, 3, 64)
-    assert cache.fields == PRETRAIN_FIELDS and cache.states == STATES
+    assert cache.fields == PRETRAIN_FIELDS and cache.states == STATE_VALUES
     torch.testing.assert_close(cache.prototypes.reshape(-1, 64).mean(0), torch.zeros(64), atol=1e-5, rtol=0)
     hashes = list(targets)[:3]
     rows = cache.target_rows(hashes)

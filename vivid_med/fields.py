@@ -1,4 +1,4 @@
-"""The Unified Medical Schema's chest X-ray fields: keys, display names, states.
+"""The Unified Medical Schema's chest X-ray fields: keys and display names (states: ``vivid_med.states``).
 
 Code and Parquet columns use the snake_case key (``pleural_effusion``); the JSON a language model
 reads uses the display name ("Pleural Effusion").
@@ -39,9 +39,6 @@ NIH_SHARED_FIELDS: tuple[str, ...] = (
 RARE_FIELDS: tuple[str, ...] = (
     "fracture", "pneumonia", "lung_lesion", "cardiomegaly", "enlarged_cardiomediastinum",
 )
-
-#: Answerable states; a null (None) state means "not answerable from the source".
-STATES: tuple[str, ...] = ("present", "absent", "uncertain")
 
 
 def check_fields(fields: list[str] | tuple[str, ...], what: str = "fields") -> tuple[str, ...]:

@@ -19,7 +19,7 @@ NOT_PATHOLOGY = ("no_finding", "support_devices")
 
 
 @dataclass(frozen=True)
-class Evidence:
+class MentionSpan:
     """Where a state comes from: character offsets into the ORIGINAL text of the mention and of its sentence."""
 
     sentence_index: int
@@ -34,7 +34,7 @@ class ExtractionResult:
     """States for all 14 fields (None = not answerable), evidence for every non-null state, provenance notes."""
 
     states: dict[str, str | None]
-    evidence: dict[str, Evidence]
+    evidence: dict[str, MentionSpan]
     no_usable_section: bool
     provenance: dict[str, str] = field(default_factory=dict)
     sentences: list[tuple[int, int]] = field(default_factory=list)
@@ -69,9 +69,9 @@ def extract_report(text: str, lexicon: Lexicon | None = None, hierarchy: bool = 
     sent_norm = [norm[a:b] for a, b in sents]
     trig_cache: dict[int, list[tuple[int, int, str]]] = {}
     states: dict[str, str | None] = {f: None for f in FIELDS}
-    evidence: dict[str, Evidence] = {}
+    evidence: dict[str, MentionSpan] = {}
     prov: dict[str, str] = {}
-    weak: dict[str, tuple[str, Evidence, str]] = {}  # indirect signs: used only where nothing else decided
+    weak: dict[str, tuple[str, MentionSpan, str]] = {}  # indirect signs: used only where nothing else decided
     for si, (a, b) in enumerate(sents):
         for f in lex.sentence_fields(sent_norm[si]):  # fast gate: only fields with an anchor in the sentence
             for ms, me, kind in lex.mentions(norm, f, a, b):
@@ -80,10 +80,10 @@ def extract_report(text: str, lexicon: Lexicon | None = None, hierarchy: bool = 
                 st, cue = mention_state(ms, me, trig_cache[si], kind)
                 if kind == WEAK:
                     if RANK[st] > RANK[weak.get(f, (None,))[0]]:
-                        weak[f] = (st, Evidence(si, ms, me, a, b), f"{cue} (indirect sign)")
+                        weak[f] = (st, MentionSpan(si, ms, me, a, b), f"{cue} (indirect sign)")
                 elif RANK[st] > RANK[states[f]]:  # a hypothetical (None) mention never wins
                     states[f] = st
-                    evidence[f] = Evidence(si, ms, me, a, b)
+                    evidence[f] = MentionSpan(si, ms, me, a, b)
                     prov[f] = cue
     for f, (st, ev, cue) in weak.items():
         if states[f] is None:
@@ -120,5 +120,5 @@ def _derive_no_finding(states, evidence, prov, sents) -> None:
     else:
         states["no_finding"] = PRESENT
         a, b = sents[0]
-        evidence["no_finding"] = Evidence(0, a, b, a, b)
+        evidence["no_finding"] = MentionSpan(0, a, b, a, b)
         prov["no_finding"] = "derived: no pathology mentioned as present or uncertain"

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vivid_med.fields import DISPLAY_NAMES, KEY_OF_DISPLAY
 
-from .engine import Evidence, ExtractionResult, _derive_no_finding, extract_report
+from .engine import MentionSpan, ExtractionResult, _derive_no_finding, extract_report
 from .lexicon import Lexicon, load_lexicon, normalise
 from .verify import span_states
 
@@ -86,7 +86,7 @@ def merge(text: str, rules: ExtractionResult, prop: Proposal, lexicon: Lexicon |
             out.provenance[f] = f"{rules.provenance.get(f, '')}; llm rejected: {why}, not {claim.state}"
             continue
         out.states[f] = claim.state
-        out.evidence[f] = Evidence(si, start, end, sa, sb)
+        out.evidence[f] = MentionSpan(si, start, end, sa, sb)
         out.provenance[f] = "llm: verified against the text"
     _derive_no_finding(out.states, out.evidence, out.provenance, out.sentences)
     return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from vivid_med.fields import FIELDS, STATES
+from vivid_med.fields import FIELDS
+from vivid_med.states import STATE_VALUES
 
 from .context import mention_state
 from .engine import NOT_PATHOLOGY, POSITIVE, ExtractionResult
@@ -45,7 +46,7 @@ def verify(text: str, result: ExtractionResult, lexicon: Lexicon | None = None) 
     if set(result.states) != set(FIELDS):
         return [f"states keys {sorted(result.states)} are not the 14 fields"]
     for f, st in result.states.items():
-        if st is not None and st not in STATES:
+        if st is not None and st not in STATE_VALUES:
             problems.append(f"{f}: invalid state {st!r}")
         if (st is None) == (f in result.evidence):
             problems.append(f"{f}: state {st!r} but evidence {'present' if f in result.evidence else 'missing'}")

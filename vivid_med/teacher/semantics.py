@@ -284,11 +284,11 @@ def prototypes_by_layer(embedder, batch_size: int = 36, share_prefix: bool = Tru
     import torch
 
     from vivid_med.fields import DISPLAY_NAMES
-    from vivid_med.states import STATE_VALUES as STATES
+    from vivid_med.states import STATE_VALUES
     from vivid_med.teacher.embed import prototype_text
 
     fields = embedder.fields
-    items = [(f, s) for f in fields for s in STATES]
+    items = [(f, s) for f in fields for s in STATE_VALUES]
     enc = embedder.encode([prototype_text(f, s) for f, s in items], [[DISPLAY_NAMES[f]] for f, _ in items])
     teacher = embedder.teacher
     model, dev = teacher.model, teacher.model.device
@@ -329,4 +329,4 @@ def prototypes_by_layer(embedder, batch_size: int = 36, share_prefix: bool = Tru
         if out is None:
             out = torch.empty(pooled.shape[0], len(enc), pooled.shape[-1])
         out[:, s:s + len(batch)] = pooled
-    return out.view(out.shape[0], len(fields), len(STATES), -1)
+    return out.view(out.shape[0], len(fields), len(STATE_VALUES), -1)
