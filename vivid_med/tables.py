@@ -34,6 +34,12 @@ class Reason(str, Enum):
     UNREADABLE_IMAGE = "unreadable_image"    # not a readable file, an unsupported type, or a frame out of range
     CORRUPT_IMAGE = "corrupt_image"          # the decoder failed on the file's bytes
     INVALID_RECORD = "invalid_record"        # the UMS validator refused the record
+    RAGGED_ROW = "ragged_row"                # a CSV row with more or fewer fields than the header
+    BLANK_LINE = "blank_line"                # an empty line in a table or JSONL file
+    NOT_A_FILE = "not_a_file"                # a directory (or another non-file) where a file should be
+    TOO_LARGE = "too_large"                  # an image declaring more pixels than images.max_pixels
+    BLANK_IMAGE = "blank_image"              # an image (or slice) of one constant value, or all NaN
+    LEAKAGE = "leakage"                      # a patient in two splits (every image of that patient is rejected)
 
 
 def _field_columns() -> list[pa.Field]:
