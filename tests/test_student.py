@@ -1,4 +1,4 @@
-"""Student: timm backbone by name, SPD shapes and orthogonality, export loadable by one timm line."""
+"""Student: timm backbone by name, SPD shapes and orthogonality, export in timm's format (one timm line loads it)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import timm
 import torch
 
 from helpers import backbone_params
+from vivid_med.imaging import MEAN, STD
 from vivid_med.params import ParamsError, validate_section
 from vivid_med.student import (SPD, PooledTokens, SPDParams, build_spd, count_params, create_backbone,
                                export_student, load_backbone, load_student, orthogonality_loss)
@@ -51,36 +52,86 @@ def test_orthogonality_matches_definition():
     assert orthogonality_loss(a).item() == pytest.approx(ref.item(), rel=1e-5)
 
 
-def test_export_loads_in_one_timm_line_with_equal_features(tmp_path):
+def _trained(cfg=TINY):
+    """A backbone whose weights differ from any fresh init (as after training)."""
     torch.manual_seed(0)
+    backbone = create_backbone(cfg)
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return backbone.eval()
+
+
+def test_export_is_timm_format_loading_through_local_dir_with_equal_features(tmp_path):
+    backbone = _trained()
+    objective = torch.nn.Module()
+    objective.spd = SPD(64, groups=2, queries=2, heads=2)
+    cfg = export_student(backbone, objective, tmp_path, TINY, "vivid")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json", "heads.safetensors", "model.safetensors", "vivid_heads.json"]
+    assert cfg == {"objective": "vivid", "spd": {"groups": 2, "queries": 2, "heads": 2},
+                   "heads": "heads.safetensors", "n_params": count_params(backbone),
+                   "bytes": (tmp_path / "model.safetensors").stat().st_size}
+    # the documented line: timm's own loader, nothing of vivid-med
+    fresh = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        ref = backbone.forward_features(x)
+        assert torch.equal(fresh.forward_features(x), ref)
+        assert torch.equal(fresh(x), backbone(x))  # pooled (CLS) features, num_classes=0
+        assert torch.equal(load_backbone(tmp_path).forward_features(x), ref)
+        tokens, z, attn = load_student(tmp_path)(x)
+        ref_z, ref_attn = objective.spd.eval()(ref)
+    assert torch.equal(tokens, ref) and torch.equal(z, ref_z) and torch.equal(attn, ref_attn)
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_config_is_timms_with_our_preprocessing_per_channel(tmp_path, in_chans):
+    cfg = backbone_params(in_chans=in_chans, kwargs={"depth": 1, "embed_dim": 32, "num_heads": 2})
+    backbone = _trained(cfg)
+    export_student(backbone, None, tmp_path, cfg, "bce")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architecture"] == "vit_tiny_patch16_224" and config["num_classes"] == 0
+    assert {k: config["model_args"][k] for k in ("img_size", "patch_size", "in_chans", "depth", "embed_dim")} == {
+        "img_size": [32, 32], "patch_size": 8, "in_chans": in_chans, "depth": 1, "embed_dim": 32}
+    model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    assert timm.data.resolve_data_config({}, model=model) == {
+        "input_size": (in_chans, 32, 32), "interpolation": "box", "mean": [MEAN] * in_chans, "std": [STD] * in_chans,
+        "crop_pct": 1.0, "crop_mode": "border"}
+    assert config["pretrained_cfg"]["tag"] == "vivid_med_bce"
+    x = torch.randn(2, in_chans, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.eval().forward_features(x), backbone.forward_features(x))
+
+
+def test_load_student_without_spd_old_format_and_missing_dir(tmp_path):
+    backbone = create_backbone(TINY)
+    assert export_student(backbone, None, tmp_path / "r", TINY, "none")["heads"] is None
+    assert not (tmp_path / "r" / "heads.safetensors").exists()
+    assert load_student(tmp_path / "r").spd is None
+    no_spd = torch.nn.Module()
+    no_spd.spd = PooledTokens(64)
+    with torch.no_grad():
+        no_spd.spd.norm_out.weight.mul_(2.0)
+    assert export_student(backbone, no_spd, tmp_path / "off", TINY, "vivid_no_spd")["spd"] == "off"
+    restored = load_student(tmp_path / "off").spd
+    assert isinstance(restored, PooledTokens) and torch.equal(restored.norm_out.weight, no_spd.spd.norm_out.weight)
+    with pytest.raises(FileNotFoundError, match="no exported backbone"):
+        load_backbone(tmp_path / "missing")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"timm": {"model_name": "vit_tiny_patch16_224"}}))
+    with pytest.raises(ValueError, match="not timm's format"):
+        load_backbone(tmp_path / "old")
+
+
+def test_export_replaces_the_folder_whole(tmp_path):
     backbone = create_backbone(TINY)
     objective = torch.nn.Module()
     objective.spd = SPD(64, groups=2, queries=2, heads=2)
-    with torch.no_grad():
-        for p in backbone.parameters():
-            p.add_(torch.randn_like(p) * 0.01)  # "trained": differs from any fresh init
-    cfg = export_student(backbone, objective, tmp_path, TINY, "vivid")
-    assert cfg["spd"] == {"groups": 2, "queries": 2, "heads": 2} and cfg["objective"] == "vivid"
-    assert cfg["n_params"] == count_params(backbone) and cfg["bytes"] == (tmp_path / "backbone.safetensors").stat().st_size
-    # the documented line
-    fresh = timm.create_model(**json.load(open(tmp_path / "config.json"))["timm"],
-                              checkpoint_path=str(tmp_path / "backbone.safetensors")).eval()
-    x = torch.randn(3, 1, 32, 32)
-    backbone.eval()
-    with torch.no_grad():
-        assert torch.equal(fresh.forward_features(x), backbone.forward_features(x))
-        assert torch.equal(load_backbone(tmp_path).forward_features(x), backbone.forward_features(x))
-        tokens, z, attn = load_student(tmp_path)(x)
-        ref_z, ref_attn = objective.spd.eval()(backbone.forward_features(x))
-    assert torch.equal(z, ref_z) and torch.equal(attn, ref_attn)
-
-
-def test_load_student_without_spd_and_missing_dir(tmp_path):
-    backbone = create_backbone(TINY)
+    export_student(backbone, objective, tmp_path / "r", TINY, "vivid")
     export_student(backbone, None, tmp_path / "r", TINY, "none")
-    assert load_student(tmp_path / "r").spd is None
-    with pytest.raises(FileNotFoundError, match="no exported backbone"):
-        load_backbone(tmp_path / "missing")
+    assert not (tmp_path / "r" / "heads.safetensors").exists()  # nothing of the previous export is left
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]        # nor a temporary folder
 
 
 def test_spd_group_equals_torch_multihead_attention():

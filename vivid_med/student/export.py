@@ -1,11 +1,20 @@
-"""Export the backbone alone (safetensors + config, loadable by one timm line) and the SPD heads beside it.
+"""Export a student in timm's own format (what ``timm.models.save_for_hf`` writes), the SPD heads beside it.
 
-Folder layout (``models/<run>/``): ``backbone.safetensors`` (the ViT, no heads), ``config.json``
-(``model_name``, ``img_size``, ``patch_size``, ``in_chans``, ``kwargs``, ``timm`` = the full create_model kwargs,
-``n_params``, ``bytes``, ``spd``, ``objective``), ``heads.safetensors`` (objective heads: SPD, projector, ...).
-One line of timm loads the backbone::
+Folder layout (``models/<run>/``, built aside and swapped into place whole by ``vivid_med.io.atomic_dir``, so a
+killed export leaves the previous folder or none, never a partial one):
 
-    timm.create_model(**json.load(open("models/vivid/config.json"))["timm"], checkpoint_path="models/vivid/backbone.safetensors")
+- ``config.json``: timm's: ``architecture``, ``num_classes`` (0), ``num_features``, ``global_pool``, ``model_args``
+  (``img_size``, ``patch_size``, ``in_chans``, ``kwargs``...) and ``pretrained_cfg`` with vivid-med's preprocessing
+  (``input_size``, per-channel ``mean``/``std``, ``interpolation``, ``crop_pct``, ``crop_mode``), so
+  ``timm.data.resolve_data_config({}, model=m)`` + ``timm.data.create_transform`` reproduce it.
+- ``model.safetensors``: the ViT's state dict alone.
+- ``vivid_heads.json``: ``objective``, ``spd`` (``{groups, queries, heads}``, ``"off"`` or null), ``heads`` (the
+  heads file, or null when the objective has no trainable weights).
+- ``heads.safetensors``: the objective's trainable weights (SPD, projector, ...), for attention-map plots.
+
+One line of timm loads the backbone (timm ignores the two vivid files)::
+
+    timm.create_model("local-dir:models/vivid", pretrained=True)
 """
 
 from __future__ import annotations
@@ -18,61 +27,71 @@ import timm
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
+from timm.models import save_for_hf
 
+from vivid_med.imaging import MEAN, STD
+from vivid_med.io import atomic_dir
 from vivid_med.student.backbone import BackboneParams, count_params
 from vivid_med.student.spd import SPD, PooledTokens, SPDParams, build_spd
 
-BACKBONE_FILE, HEADS_FILE, CONFIG_FILE = "backbone.safetensors", "heads.safetensors", "config.json"
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"   # timm's names (timm.models._hub)
+HEADS_FILE, SIDECAR_FILE = "heads.safetensors", "vivid_heads.json"
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+def data_config(in_chans: int) -> dict[str, Any]:
+    """vivid-med's preprocessing in timm's terms: ``(x/255 - MEAN) / STD`` on every channel; a larger image is
+    padded to a square and area-averaged (``box``) to the input size, nothing cropped (``crop_pct`` 1)."""
+    return {"mean": (MEAN,) * in_chans, "std": (STD,) * in_chans, "interpolation": "box", "crop_pct": 1.0,
+            "crop_mode": "border"}
 
 
-def export_backbone(model: nn.Module, out_dir: str | Path, cfg: BackboneParams,
-                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``backbone.safetensors`` + ``config.json`` (with ``extra`` merged in); returns the config."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(_contiguous(model.state_dict()), out / BACKBONE_FILE, metadata={"format": "pt"})
-    config = {**{k: getattr(cfg, k) for k in BackboneParams.model_fields}, "timm": cfg.timm_kwargs(), "n_params": count_params(model),
-              "bytes": (out / BACKBONE_FILE).stat().st_size, **(extra or {})}
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return config
+def export_backbone(model: nn.Module, out_dir: str | Path, cfg: BackboneParams, tag: str) -> Path:
+    """Write the ViT in timm's format (``config.json`` + ``model.safetensors``) into the existing folder
+    ``out_dir`` with timm's own writer; ``tag`` names the weights in ``pretrained_cfg``. Returns the weights file."""
+    model_args = {k: v for k, v in cfg.timm_kwargs().items() if k != "model_name"}
+    save_for_hf(model, str(out_dir), model_config={"pretrained_cfg": {"tag": tag}}, model_args=model_args,
+                safe_serialization=True, data_config=data_config(cfg.in_chans))
+    return Path(out_dir) / WEIGHTS_FILE
+
+
+def _spd_shape(objective: nn.Module | None) -> dict[str, int] | str | None:
+    spd = getattr(objective, "spd", None)
+    if isinstance(spd, SPD):
+        return {"groups": spd.groups, "queries": spd.n_queries, "heads": spd.heads}
+    return "off" if isinstance(spd, PooledTokens) else None
 
 
 def export_student(backbone: nn.Module, objective: nn.Module | None, out_dir: str | Path, cfg: BackboneParams,
                    objective_name: str) -> dict[str, Any]:
-    """The backbone (see ``export_backbone``) plus ``heads.safetensors`` (trainable objective weights); the
-    config records the objective and the SPD shape (``{groups, queries, heads}``, "off", or None without one)."""
-    out = Path(out_dir)
-    heads = {} if objective is None else {k: v for k, v in objective.state_dict().items() if not k.startswith("teacher.")}
-    spd = getattr(objective, "spd", None)
-    shape = ({"groups": spd.groups, "queries": spd.n_queries, "heads": spd.heads} if isinstance(spd, SPD)
-             else "off" if isinstance(spd, PooledTokens) else None)
-    extra = {"objective": objective_name, "spd": shape if _spd_keys(heads) else None}
-    config = export_backbone(backbone, out, cfg, extra)
-    if heads:
-        save_file(_contiguous(heads), out / HEADS_FILE, metadata={"format": "pt"})
-    return config
+    """Replace ``out_dir`` with the backbone in timm's format plus the objective's heads (a frozen teacher is not
+    saved). Returns the sidecar's contents with the backbone's ``n_params`` and ``bytes``."""
+    heads = {} if objective is None else {
+        k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items() if not k.startswith("teacher.")}
+    sidecar = {"objective": objective_name, "spd": _spd_shape(objective), "heads": HEADS_FILE if heads else None}
+    with atomic_dir(out_dir) as tmp:
+        weights = export_backbone(backbone, tmp, cfg, f"vivid_med_{objective_name}")
+        if heads:
+            save_file(heads, tmp / HEADS_FILE, metadata={"format": "pt"})
+        (tmp / SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+        n_bytes = weights.stat().st_size
+    return {**sidecar, "n_params": count_params(backbone), "bytes": n_bytes}
 
 
-def _spd_keys(heads: dict[str, torch.Tensor]) -> set[str]:
-    return {k for k in heads if k.startswith("spd.")}
-
-
-def read_config(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no exported backbone here (run the pretrain stage)")
-    return json.loads(path.read_text())
+def read_sidecar(model_dir: str | Path) -> dict[str, Any] | None:
+    """``vivid_heads.json`` of an export, or None where there is none (e.g. ``models/product``)."""
+    path = Path(model_dir) / SIDECAR_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load_backbone(model_dir: str | Path) -> nn.Module:
-    """A fresh timm ViT (num_classes=0) with the exported weights, in eval mode."""
-    model_dir = Path(model_dir)
-    config = read_config(model_dir)
-    return timm.create_model(**config["timm"], checkpoint_path=str(model_dir / BACKBONE_FILE)).eval()
+    """``timm.create_model("local-dir:<model_dir>", pretrained=True)`` in eval mode: a timm ViT (num_classes=0)
+    with the exported weights."""
+    config = Path(model_dir) / CONFIG_FILE
+    if not config.exists():
+        raise FileNotFoundError(f"{config}: no exported backbone here (run the pretrain stage)")
+    if "architecture" not in json.loads(config.read_text()):
+        raise ValueError(f"{config}: not timm's format (an export older than it?): rerun its pretrain stage")
+    return timm.create_model(f"local-dir:{model_dir}", pretrained=True).eval()
 
 
 class ExportedStudent(nn.Module):
@@ -94,14 +113,14 @@ class ExportedStudent(nn.Module):
 
 
 def load_student(model_dir: str | Path) -> ExportedStudent:
-    """The exported backbone with its SPD module restored from ``heads.safetensors`` (None if it had none)."""
+    """The exported backbone (``load_backbone``) with its SPD module restored from ``heads.safetensors`` (None
+    when the export has no SPD, or no sidecar)."""
     model_dir = Path(model_dir)
-    config = read_config(model_dir)
     backbone = load_backbone(model_dir)
+    shape = (read_sidecar(model_dir) or {}).get("spd")
     spd = None
-    if config.get("spd") is not None and (model_dir / HEADS_FILE).exists():
-        heads = load_file(model_dir / HEADS_FILE)
-        shape = config["spd"]
+    if shape is not None:
         spd = build_spd(backbone.num_features, None if shape == "off" else SPDParams(**shape))
+        heads = load_file(model_dir / HEADS_FILE)
         spd.load_state_dict({k[len("spd."):]: v for k, v in heads.items() if k.startswith("spd.")})
     return ExportedStudent(backbone, spd).eval()
