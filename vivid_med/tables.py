@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vivid_med.fields import FIELDS
+from vivid_med.io import atomic_path
 from vivid_med.ums import SCHEMA_VERSION
 
 
@@ -19,24 +20,24 @@ class Reason(str, Enum):
 
     EMPTY_REPORT = "empty_report"            # report empty or whitespace only
     NO_USABLE_SECTION = "no_usable_section"  # only headers / empty sections
-    NOT_UTF8 = "not_utf8"                    # report bytes are not UTF-8
+    NOT_UTF8 = "not_utf8"                    # report bytes, or a used cell of a table row, are not UTF-8
     MISSING_REPORT = "missing_report"        # the report file does not exist
     UNKNOWN_LABEL = "unknown_label"          # a label value outside 1 / 0 / -1 / blank (or an unknown NIH label)
     MISSING_LABELS = "missing_labels"        # the study has no row in the label table
     UNKNOWN_SPLIT = "unknown_split"          # split value unknown, or the image is on no split list
-    MISSING_ID = "missing_id"                # empty study / image id
+    MISSING_ID = "missing_id"                # empty study / patient / image id, or one spelled nan / null / NA
     DUPLICATE_IMAGE = "duplicate_image"      # the same image a second time
     DUPLICATE_ID = "duplicate_id"            # the same report id a second time (`vivid-med structure`)
-    UNREADABLE_ROW = "unreadable_row"        # a JSONL line that is not a JSON object
+    UNREADABLE_ROW = "unreadable_row"        # bad CSV quoting, a JSONL line that is not an object, broken XML
     CONFLICTING_LABELS = "conflicting_labels"  # one study, different labels
     MISSING_IMAGE = "missing_image"          # image file not found under the dataset root
-    PATH_OUTSIDE_ROOT = "path_outside_root"  # image path escapes the dataset root
+    PATH_OUTSIDE_ROOT = "path_outside_root"  # an image or report path (or symlink) escapes the dataset root
     UNREADABLE_IMAGE = "unreadable_image"    # not a readable file, an unsupported type, or a frame out of range
     CORRUPT_IMAGE = "corrupt_image"          # the decoder failed on the file's bytes
     INVALID_RECORD = "invalid_record"        # the UMS validator refused the record
     RAGGED_ROW = "ragged_row"                # a CSV row with more or fewer fields than the header
-    BLANK_LINE = "blank_line"                # an empty line in a table or JSONL file
-    NOT_A_FILE = "not_a_file"                # a directory (or another non-file) where a file should be
+    BLANK_LINE = "blank_line"                # an empty (or whitespace-only) line in a table or JSONL file
+    NOT_A_FILE = "not_a_file"                # a directory (or another non-file) where an image / report should be
     TOO_LARGE = "too_large"                  # an image declaring more pixels than images.max_pixels
     BLANK_IMAGE = "blank_image"              # an image (or slice) of one constant value, or all NaN
     LEAKAGE = "leakage"                      # a patient in two splits (every image of that patient is rejected)
@@ -66,7 +67,11 @@ STRUCTURED_SCHEMA = pa.schema([pa.field("study_id", pa.string(), nullable=False)
                               + [pa.field("ums_json", pa.string(), nullable=False)],
                               metadata={"vivid_med.schema_version": SCHEMA_VERSION})
 
-#: One row per rejected input row; ``row`` is the 1-based data-row number in ``source_file`` (header not counted).
+#: One row per rejected input row. ``row`` is the 1-based number of the data row in ``source_file``, counted the
+#: same way for every file: in a CSV / TSV the records after the header line (a quoted field may span lines; a
+#: blank line is a row of its own, rejected as ``blank_line``; blank lines before the header are not rows), in
+#: JSON Lines the lines, in Parquet the rows, in a JSON document its entries in file order, in a file holding one
+#: report (Open-i XML) that report's images. Details name lines where a row's lines differ from its number.
 REJECTS_SCHEMA = pa.schema([
     pa.field("source_file", pa.string(), nullable=False),
     pa.field("row", pa.int64(), nullable=False),
@@ -78,7 +83,8 @@ _REASONS = {r.value for r in Reason}
 
 
 def write_table(df: pd.DataFrame, path: str | Path, schema: pa.Schema, metadata: dict | None = None) -> Path:
-    """Write ``df`` to Parquet with exactly ``schema``'s columns and types (extra metadata JSON-encoded)."""
+    """Write ``df`` to Parquet with exactly ``schema``'s columns and types (extra metadata JSON-encoded), atomically:
+    a crash leaves the previous file intact (``vivid_med.io.atomic_path``; failpoint ``commit:<file name>``)."""
     missing = [n for n in schema.names if n not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
@@ -87,10 +93,9 @@ def write_table(df: pd.DataFrame, path: str | Path, schema: pa.Schema, metadata:
     meta = dict(schema.metadata or {})
     meta.update({f"vivid_med.{k}".encode(): json.dumps(v).encode() for k, v in (metadata or {}).items()})
     table = pa.Table.from_pandas(df[schema.names], schema=schema.with_metadata(meta), preserve_index=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    return path
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
 
 
 def read_table(path: str | Path, schema: pa.Schema) -> pd.DataFrame:
