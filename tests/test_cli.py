@@ -58,11 +58,14 @@ def test_structure_jsonl_and_parquet(tmp_path, capsys):
     check_output(out, capsys, 1, {2: "empty_report"})
 
 
-def test_structure_names_missing_columns(tmp_path):
+def test_structure_names_missing_columns(tmp_path, capsys):
     path = tmp_path / "r.csv"
     path.write_text("id,body\n1,Normal heart.\n")
-    with pytest.raises(ValueError, match="'text'"):
-        main(["structure", str(path), "--id-column", "id", "--text-column", "text", "--out", str(tmp_path / "o.parquet")])
+    assert main(["structure", str(path), "--id-column", "id", "--text-column", "text",
+                 "--out", str(tmp_path / "o.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "r.csv: no column(s) ['text']; the header (line 1) has ['id', 'body']" in err and "Normal" not in err
+    assert not (tmp_path / "o.parquet").exists()
 
 
 def test_schema_command_detects_stale(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The ``vivid-med`` console script.
 
     vivid-med structure REPORTS --id-column ID --text-column TEXT --out OUT.parquet
+        (exit 2 with one line naming the file and the cause when REPORTS cannot be read or OUT would overwrite it)
     vivid-med schema [--out schema/ums.schema.json] [--check]
 """
 
@@ -18,14 +19,36 @@ def rejects_path(out: Path) -> Path:
     return out.with_name(f"{out.name.removesuffix('.parquet')}.rejects.parquet")
 
 
+def output_problem(src: Path, outputs: tuple[Path, ...]) -> str | None:
+    """Why ``outputs`` cannot be written for input ``src`` (one resolves to it, or is a folder), or None."""
+    from vivid_med.io import same_file
+
+    for out in outputs:
+        if same_file(out, src):
+            return f"{out}: is the input {src}; choose another --out"
+        if out.exists() and not out.is_file():
+            return f"{out}: exists and is not a file"
+    return None
+
+
 def cmd_structure(args: argparse.Namespace) -> int:
+    from vivid_med.io import failpoint
     from vivid_med.reports import read_report_file, structure_reports
+    from vivid_med.sources.tablefile import InputFileError
     from vivid_med.tables import STRUCTURED_SCHEMA, write_rejects, write_table
 
-    out = Path(args.out)
-    structured, rejects = structure_reports(read_report_file(args.reports, args.id_column, args.text_column))
+    src, out = Path(args.reports), Path(args.out)
+    problem = output_problem(src, (out, rejects_path(out)))
+    try:
+        if problem:
+            raise InputFileError(problem)
+        structured, rejects = structure_reports(read_report_file(src, args.id_column, args.text_column))
+    except (InputFileError, OSError) as e:  # the message names the file and the cause, never report text
+        print(f"vivid-med structure: {e}", file=sys.stderr)
+        return 2
+    failpoint("structure:extracted")
+    write_rejects(rejects, rejects_path(out))  # first: a new accepted table never sits beside old rejects
     write_table(structured, out, STRUCTURED_SCHEMA)
-    write_rejects(rejects, rejects_path(out))
     n = len(structured) + len(rejects)
     print(f"{args.reports}: {n} rows = {len(structured)} accepted + {len(rejects)} rejected")
     print(f"accepted -> {out}")
@@ -53,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vivid-med", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("structure", help="report file -> UMS records (rule extractor) + rejects")
-    p.add_argument("reports", help="CSV, TSV, JSONL or Parquet file of reports")
+    p.add_argument("reports", help="CSV, TSV (optionally .gz), JSONL or Parquet file of reports")
     p.add_argument("--id-column", required=True, help="column holding the report / study id")
     p.add_argument("--text-column", required=True, help="column holding the report text")
     p.add_argument("--out", required=True, help="output Parquet; rejects go to OUT.rejects.parquet")

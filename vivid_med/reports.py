@@ -1,26 +1,25 @@
 """Report text -> UMS records: the rule extractor (optionally an LLM proposer), evidence checked against the text.
 
-Used by the records stage's report route and by ``vivid-med structure`` (CSV / JSONL / Parquet report files).
+Used by the records stage's report route and by ``vivid-med structure`` (CSV / TSV / JSONL / Parquet files).
 Each distinct report is extracted once; rows whose report is unreadable, empty or has no usable section are
 rejected with a reason, never dropped.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from vivid_med import ums
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
-from vivid_med.sources.cxr import frame, reject_where
+from vivid_med.sources.cxr import reject_where, table_frame
+from vivid_med.sources.tablefile import is_missing_id, read_rows
 from vivid_med.states import NULL_CODE, STATE_OF_CODE, code_of
 from vivid_med.tables import REJECTS_SCHEMA, Reason
 
@@ -120,63 +119,21 @@ def report_records(df: pd.DataFrame, fields: tuple[str, ...],
     return codes, out_json, out_hash
 
 
-def _decode(value) -> tuple[str | None, str | None]:
-    """(text, None) or (None, reason value) for a cell that may hold bytes or surrogate-escaped text."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None, None
-    try:
-        text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
-        text.encode("utf-8")
-    except UnicodeError:
-        return None, Reason.NOT_UTF8.value
-    return text, None
-
-
 def read_report_file(path: str | Path, id_column: str, text_column: str) -> pd.DataFrame:
-    """A CSV / JSONL / Parquet report file as a frame of ``frame()`` columns, one row per input row.
-
-    Text that is not UTF-8 is kept as a per-row ``report_issue``; a JSONL line that is not a JSON object is
-    an ``unreadable_row`` reject.
-    """
-    path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    unreadable: list[int] = []
-    if suffix in (".csv", ".csv.gz", ".tsv"):
-        table = pd.read_csv(path, dtype=object, keep_default_na=False, encoding_errors="surrogateescape",
-                            sep="\t" if suffix == ".tsv" else ",")
-        records = table.to_dict("records")
-    elif suffix in (".jsonl", ".ndjson"):
-        records = []
-        for n, line in enumerate(path.read_bytes().splitlines(), 1):
-            try:
-                obj = json.loads(line.decode("utf-8", errors="surrogateescape"))
-                if not isinstance(obj, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                obj = {}
-                unreadable.append(n)
-            records.append(obj)
-    elif suffix == ".parquet":
-        records = pq.read_table(path).to_pylist()
-    else:
-        raise ValueError(f"{path}: reports must be .csv, .tsv, .jsonl or .parquet, got {path.suffix!r}")
-    if records and not unreadable and (id_column not in records[0] or text_column not in records[0]):
-        raise ValueError(f"{path}: needs columns {id_column!r} and {text_column!r}; has {list(records[0])}")
-    decoded = [_decode(r.get(text_column)) for r in records]
-    df = frame(source_file=[path.name] * len(records), row=np.arange(1, len(records) + 1),
-               study_id=[str(r.get(id_column) or "").strip() for r in records],
-               patient_id=["-"] * len(records), image_id=["-"] * len(records), image_path=["-"] * len(records),
-               split=["-"] * len(records), report=[t for t, _ in decoded], report_issue=[i for _, i in decoded])
-    mask = df["row"].isin(unreadable).to_numpy()
-    reject_where(df, mask, Reason.UNREADABLE_ROW, "line is not a JSON object")
-    return df
+    """A CSV / TSV / JSONL / Parquet report file (``tablefile.read_rows``: nothing shifts, ids are text) as a
+    frame of ``frame()`` columns, one row per input row; blank, ragged, unreadable or non-UTF-8 rows carry their
+    reason. A missing column is an ``InputFileError`` naming the columns found."""
+    table = read_rows(path, (id_column, text_column))
+    dash = ["-"] * len(table)
+    return table_frame(table, study_id=table[id_column].str.strip(), patient_id=dash, image_id=dash,
+                       image_path=dash, split=dash, report=table[text_column])
 
 
 def structure_reports(df: pd.DataFrame, fields: tuple[str, ...] = PRETRAIN_FIELDS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(structured, rejects) of a report frame from ``read_report_file``: one row per accepted report
     (``study_id``, the 14 field states, ``ums_json``); a repeated id is a ``duplicate_id`` reject."""
     df = df.reset_index(drop=True).copy()
-    reject_where(df, (df["study_id"] == "").to_numpy(), Reason.MISSING_ID, "empty id")
+    reject_where(df, df["study_id"].map(is_missing_id).to_numpy(bool), Reason.MISSING_ID, "empty id")
     live = df["reason"].isna()
     first = df[live].groupby("study_id", sort=False)["row"].transform("first").reindex(df.index)
     dup = df[live].duplicated("study_id").reindex(df.index, fill_value=False).to_numpy()

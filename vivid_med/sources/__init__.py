@@ -10,7 +10,9 @@
 | lidc, medmnist, nifti_organs, kermany, nih_png | image_set | CT nodules / organs, MedMNIST, real probe sets |
 
 Shared helpers live in ``base.py`` (ImageSet, patient splits, path guards), ``cxr.py`` (SourceRows and the
-chest X-ray reading helpers) and ``ct.py`` (HU windows, crops, OrganAMNIST classes); adapters import only these.
+chest X-ray reading helpers), ``tablefile.py`` (the one reader of CSV / TSV / JSONL / Parquet tables: rows that
+cannot shift, every bad row a reject, errors naming the file) and ``ct.py`` (HU windows, crops, OrganAMNIST
+classes); adapters import only these.
 """
 
 from vivid_med.sources import (chexpert, chexpert_plus, kermany, lidc, medmnist, mimic,  # noqa: F401 (registers)

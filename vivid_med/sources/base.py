@@ -11,6 +11,8 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from vivid_med.tables import Reason
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -77,6 +79,18 @@ def safe_join(root: str | Path, relative: str | Path) -> Path:
     if path != root and root not in path.parents:
         raise ValueError(f"image path {str(relative)!r} escapes the dataset root {str(root)!r}")
     return path
+
+
+def file_inside(root: str | Path, relative: str | Path, missing: Reason) -> tuple[Path | None, Reason | None]:
+    """(the resolved path, None) for a regular file under ``root`` (symlinks followed only while they stay
+    inside), else (None, why): ``path_outside_root``, ``missing`` when nothing is there, ``not_a_file``."""
+    try:
+        path = safe_join(root, relative)
+    except ValueError:
+        return None, Reason.PATH_OUTSIDE_ROOT
+    if path.is_file():
+        return path, None
+    return None, Reason.NOT_A_FILE if path.exists() else missing
 
 
 def read_gray(root: Path, paths: list[str], size: int) -> np.ndarray:

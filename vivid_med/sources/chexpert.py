@@ -16,29 +16,30 @@ import pandas as pd
 
 from vivid_med.fields import DISPLAY_NAMES
 from vivid_med.params import NonNegativeInt, Probability
-from vivid_med.sources.cxr import (SourceRows, frame, frontal_lateral_view, label_codes, patient_study_of_path,
-                                   read_csv, reject_where, valid_as_test)
+from vivid_med.sources.cxr import (SourceRows, frontal_lateral_view, label_codes, patient_study_of_path,
+                                   reject_where, table_frame, valid_as_test)
 from vivid_med.sources.dataset import RecordOptions, RecordSource, register
+from vivid_med.sources.tablefile import read_csv
 from vivid_med.tables import Reason
 
 #: Label files and their split; the official test labels are ``test_labels.csv`` (or ``test.csv``).
 CHEXPERT_FILES: tuple[tuple[str, str], ...] = (
     ("train.csv", "train"), ("valid.csv", "val"), ("test_labels.csv", "test"), ("test.csv", "test"),
 )
+#: The view columns (optional: a release without them gets no views).
+VIEW_COLUMNS = ("Frontal/Lateral", "AP/PA")
 
 
 def _one_file(root: Path, name: str, split: str) -> tuple[pd.DataFrame, np.ndarray]:
-    table = read_csv(root / name)
-    if "Path" not in table.columns:
-        raise ValueError(f"{root / name}: no 'Path' column")
-    codes, bad = label_codes(table, DISPLAY_NAMES, str(root / name))
+    table = read_csv(root / name, ("Path", *DISPLAY_NAMES.values()), VIEW_COLUMNS)
+    codes, bad = label_codes(table.cells, DISPLAY_NAMES, str(root / name))
     rel = table["Path"].str.strip().str.replace(r"^CheXpert-v1\.0[^/]*/", "", regex=True)
     patient, study = patient_study_of_path(rel)
-    blank = pd.Series("", index=table.index)
-    view = frontal_lateral_view(table.get("Frontal/Lateral", blank), table.get("AP/PA", blank))
-    df = frame(source_file=[name] * len(table), row=np.arange(1, len(table) + 1), study_id=study,
-               patient_id=patient, image_id=rel.str.replace(r"\.[A-Za-z]+$", "", regex=True), image_path=rel,
-               view=view, split=[split] * len(table))
+    blank = pd.Series("", index=table.cells.index)
+    view = frontal_lateral_view(*(table.cells.get(c, blank) for c in VIEW_COLUMNS))
+    df = table_frame(table, study_id=study, patient_id=patient,
+                     image_id=rel.str.replace(r"\.[A-Za-z]+$", "", regex=True), image_path=rel, view=view,
+                     split=[split] * len(table))
     reject_where(df, np.array([b is not None for b in bad]), Reason.UNKNOWN_LABEL, bad)
     return df, codes
 
@@ -64,7 +65,7 @@ class CheXpert(RecordSource):
         seen_test = False
         frames, codes = [], []
         for name, split in CHEXPERT_FILES:
-            if not (root / name).is_file() or (split == "test" and seen_test):
+            if not (root / name).exists() or (split == "test" and seen_test):
                 continue
             seen_test |= split == "test"
             df, c = _one_file(root, name, split)

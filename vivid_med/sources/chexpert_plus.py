@@ -28,20 +28,16 @@ test split: as for CheXpert-v1.0-small, ``valid`` (the radiologist-labelled set)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-import pandas as pd
-
 from vivid_med.fields import DISPLAY_NAMES
 from vivid_med.params import NonNegativeInt, Probability
-from vivid_med.sources.cxr import (SourceRows, frame, frontal_lateral_view, join_labels, label_codes,
-                                   normalise_split, patient_study_of_path, read_csv, reject_by_reason, reject_where,
-                                   sectioned_report, valid_as_test)
+from vivid_med.sources.cxr import (SourceRows, frontal_lateral_view, join_labels, label_codes, normalise_split,
+                                   patient_study_of_path, reject_by_reason, reject_where, sectioned_report,
+                                   table_frame, valid_as_test)
 from vivid_med.sources.dataset import RecordOptions, RecordSource, register
-from vivid_med.states import is_null
+from vivid_med.sources.tablefile import TableFile, read_csv, read_jsonl
 from vivid_med.tables import Reason
 
 TABLE = "df_chexpert_plus_240401.csv"
@@ -49,23 +45,12 @@ LABELS_DIR = "chexbert_labels"
 COLUMNS = ("path_to_image", "frontal_lateral", "ap_pa", "section_findings", "section_impression", "split")
 
 
-def read_label_lines(path: Path) -> pd.DataFrame:
-    """A CheXbert JSON Lines file as a table of strings ('' for null), one row per non-blank line."""
-    if not path.is_file():
+def read_label_lines(path: Path) -> TableFile:
+    """A CheXbert JSON Lines file (a lookup table: blank lines skipped, any other bad line an error naming it)
+    as text cells ('' for null): ``path_to_image`` and the 14 observations."""
+    if not path.exists():
         raise FileNotFoundError(f"{path}: not found (CheXpert Plus labels: {LABELS_DIR}/<section>_fixed.json)")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {n} is not JSON ({e.msg})") from None
-        rows.append({k: "" if is_null(v) else str(v) for k, v in obj.items()})
-    table = pd.DataFrame(rows, dtype=object)
-    if "path_to_image" not in table.columns:
-        raise ValueError(f"{path}: no 'path_to_image' key")
-    return table
+    return read_jsonl(path, ("path_to_image", *DISPLAY_NAMES.values()), lookup=True)
 
 
 @register("chexpert_plus")
@@ -83,20 +68,17 @@ class CheXpertPlus(RecordSource):
 
     def records(self) -> SourceRows:
         o, root = self.options, self.root
-        table = read_csv(root / TABLE)
-        missing = [c for c in COLUMNS if c not in table.columns]
-        if missing:
-            raise ValueError(f"{root / TABLE}: missing column(s) {missing}")
+        table = read_csv(root / TABLE, COLUMNS)
         rel = table["path_to_image"].str.strip()
         stem = rel.str.replace(r"\.[A-Za-z]+$", "", regex=True)
         patient, study = patient_study_of_path(rel)
         prefix = f"{o.image_dir.strip('/')}/" if o.image_dir.strip("/") else ""
         report = [sectioned_report({"FINDINGS": f.strip(), "IMPRESSION": i.strip()})
                   for f, i in zip(table["section_findings"], table["section_impression"])]
-        df = frame(source_file=[TABLE] * len(table), row=np.arange(1, len(table) + 1), study_id=study,
-                   patient_id=patient, image_id=stem, image_path=prefix + stem + o.image_suffix,
-                   view=frontal_lateral_view(table["frontal_lateral"], table["ap_pa"]),
-                   split=normalise_split(table["split"]), report=report)
+        df = table_frame(table, study_id=study, patient_id=patient, image_id=stem,
+                         image_path=prefix + stem + o.image_suffix,
+                         view=frontal_lateral_view(table["frontal_lateral"], table["ap_pa"]),
+                         split=normalise_split(table["split"]), report=report)
         reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, "split is not train / valid / test")
         if not (df["split"] == "test").any():
             valid_as_test(df, o.val_fraction, o.seed)
@@ -104,7 +86,7 @@ class CheXpertPlus(RecordSource):
             return SourceRows(self.kind, root, df)
         name = f"{o.label_section}_fixed.json"
         labels = read_label_lines(root / LABELS_DIR / name)
-        codes, bad = label_codes(labels, DISPLAY_NAMES, name)
+        codes, bad = label_codes(labels.cells, DISPLAY_NAMES, name)
         codes, reason, detail = join_labels(labels["path_to_image"].str.strip(), codes, bad, rel, name, "image")
         reject_by_reason(df, reason, detail)
         return SourceRows(self.kind, root, df, codes, label_file=f"{LABELS_DIR}/{name}")

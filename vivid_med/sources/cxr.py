@@ -1,9 +1,10 @@
 """What the chest X-ray adapters (CheXpert, CheXpert Plus, MIMIC-CXR, NIH, IU X-ray) hand to the records builder,
 and the reading helpers they share.
 
-An adapter reads one dataset's real layout and returns ``SourceRows``: one row per input image, in input
-order, with where it came from (``source_file``, 1-based data ``row``), ids, view, split, the report text
-where there is one, and any reason found while reading (unknown label value, unknown split, ...).
+An adapter reads one dataset's real layout and returns ``SourceRows``: one row per input row (an image), in
+input order, with where it came from (``source_file``, ``row`` as ``tables.REJECTS_SCHEMA`` defines it), ids,
+view, split, the report text where there is one, and any reason found while reading (blank or ragged row,
+unknown label value, unknown split, ...). Tables are read with ``tablefile`` (text cells that cannot shift).
 Label-table states travel as int8 state codes (``vivid_med.states``: present 0, absent 1, uncertain 2,
 null ``NULL_CODE``), so the records stage can work on them in bulk.
 """
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from vivid_med.fields import FIELDS
-from vivid_med.sources.base import split_by_patient
+from vivid_med.sources.base import file_inside, split_by_patient
+from vivid_med.sources.tablefile import TableFile, is_missing_id
 from vivid_med.states import CODE_OF_CHEXPERT_CELL, NULL_CODE
 from vivid_med.tables import Reason
 
@@ -51,13 +53,6 @@ class SourceRows:
             raise ValueError(f"{self.kind}: adapter frame lacks column(s) {missing}")
         if self.labels is not None and self.labels.shape != (len(self.frame), len(FIELDS)):
             raise ValueError(f"{self.kind}: labels shape {self.labels.shape} != ({len(self.frame)}, {len(FIELDS)})")
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    """A CSV (optionally .gz) with every cell as a string and blanks kept as ''."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def find_file(root: Path, names: tuple[str, ...]) -> Path:
@@ -147,14 +142,22 @@ def normalise_split(values: pd.Series) -> pd.Series:
     return map_values(values, lambda v: _SPLITS.get(str(v or "").strip().lower()))
 
 
-def read_report(path: Path) -> tuple[str | None, str | None]:
-    """(text, None), or (None, reason value) when the file is missing or its bytes are not UTF-8."""
+def read_report(root: Path, relative: str) -> tuple[str | None, str | None]:
+    """(text, None), or (None, reason value) when the report is missing, not a file, outside ``root`` (a symlink
+    out is not followed) or not UTF-8."""
+    path, problem = file_inside(root, relative, Reason.MISSING_REPORT)
+    if problem is not None:
+        return None, problem.value
     try:
         return path.read_bytes().decode("utf-8"), None
-    except FileNotFoundError:
-        return None, Reason.MISSING_REPORT.value
     except UnicodeDecodeError:
         return None, Reason.NOT_UTF8.value
+
+
+def table_frame(table: TableFile, **columns) -> pd.DataFrame:
+    """``frame`` of one row per row of ``table`` (its file name, row numbers and reasons) plus ``columns``."""
+    return frame(source_file=[table.name] * len(table), row=table.row, reason=table.reason, detail=table.detail,
+                 **columns)
 
 
 def frame(**columns) -> pd.DataFrame:
@@ -196,7 +199,7 @@ def frontal_lateral_view(frontal_lateral: pd.Series, ap_pa: pd.Series) -> pd.Ser
 def valid_as_test(rows: pd.DataFrame, val_fraction: float, seed: int) -> None:
     """For a CheXpert release without test labels (in place): the radiologist-labelled ``val`` rows become the
     test split and ``val_fraction`` of the train patients (seeded) the validation split."""
-    train = rows["split"] == "train"
+    train = (rows["split"] == "train") & ~rows["patient_id"].map(is_missing_id)
     rows.loc[rows["split"] == "val", "split"] = "test"
     rows.loc[train, "split"] = split_by_patient(rows.loc[train, "patient_id"], {"val": val_fraction, "train": 1.0},
                                                 seed)

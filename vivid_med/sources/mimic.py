@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from vivid_med.fields import DISPLAY_NAMES
-from vivid_med.sources.cxr import (SourceRows, find_file, frame, join_labels, label_codes, normalise_split,
-                                   normalise_view, read_csv, read_report, reject_by_reason, reject_where)
+from vivid_med.sources.cxr import (SourceRows, find_file, join_labels, label_codes, normalise_split, normalise_view,
+                                   read_report, reject_by_reason, reject_where, table_frame)
 from vivid_med.sources.dataset import RecordOptions, RecordSource, register
+from vivid_med.sources.tablefile import read_csv
 from vivid_med.tables import Reason
 
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -33,11 +34,17 @@ def _study_dir(subject: pd.Series, study: pd.Series) -> pd.Series:
     return "files/p" + subject.str[:2] + "/p" + subject + "/s" + study
 
 
+def _splits(root: Path, dicom_ids: pd.Series) -> pd.Series:
+    """train / val / test per image from the split table (None where the image has no row)."""
+    table = read_csv(find_file(root, (SPLIT,)), ("dicom_id", "split"), lookup=True).cells
+    return normalise_split(dicom_ids.map(table.drop_duplicates("dicom_id").set_index("dicom_id")["split"]))
+
+
 def _study_labels(root: Path, studies: pd.Series) -> tuple[np.ndarray, pd.Series, pd.Series]:
     """Codes per image from the chexpert table, and per image a reason / detail (unknown value, conflict, missing)."""
     path = find_file(root, (CHEXPERT,))
-    table = read_csv(path)
-    codes, bad = label_codes(table, DISPLAY_NAMES, str(path))
+    table = read_csv(path, ("study_id", *DISPLAY_NAMES.values()), lookup=True)
+    codes, bad = label_codes(table.cells, DISPLAY_NAMES, str(path))
     return join_labels(table["study_id"], codes, bad, studies, CHEXPERT, "study")
 
 
@@ -53,24 +60,19 @@ class MimicCxrJpg(RecordSource):
     def records(self) -> SourceRows:
         root = self.root
         reports_root = Path(self.options.reports_root) if self.options.reports_root else root
-        meta_path = find_file(root, (METADATA,))
-        meta = read_csv(meta_path)
-        need = [c for c in ("dicom_id", "subject_id", "study_id", "ViewPosition") if c not in meta.columns]
-        if need:
-            raise ValueError(f"{meta_path}: missing column(s) {need}")
-        split_table = read_csv(find_file(root, (SPLIT,))).drop_duplicates("dicom_id")
-        split = normalise_split(meta["dicom_id"].map(split_table.set_index("dicom_id")["split"]))
+        meta = read_csv(find_file(root, (METADATA,)), ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+        split = _splits(root, meta["dicom_id"])
         subject, study = meta["subject_id"].str.strip(), meta["study_id"].str.strip()
         numeric = (subject.str.fullmatch(r"\d+") & study.str.fullmatch(r"\d+")).fillna(False).to_numpy(bool)
         study_dir = _study_dir(subject, study)
-        # ids build the report path: only all-digit ids (MIMIC's) are read, so a crafted id cannot leave the root
-        reports = {s: (read_report(reports_root / f"{s}.txt") if ok else (None, Reason.MISSING_ID.value))
+        # ids build the report path: only all-digit ids (MIMIC's) are read, and the file must stay inside the root
+        reports = {s: (read_report(reports_root, f"{s}.txt") if ok else (None, Reason.MISSING_ID.value))
                    for s, ok in zip(study_dir, numeric)}
-        df = frame(source_file=[meta_path.name] * len(meta), row=np.arange(1, len(meta) + 1),
-                   study_id=meta["study_id"].str.strip(), patient_id=meta["subject_id"].str.strip(),
-                   image_id=meta["dicom_id"].str.strip(), image_path=study_dir + "/" + meta["dicom_id"] + ".jpg",
-                   view=normalise_view(meta["ViewPosition"]), split=split,
-                   report=study_dir.map(lambda s: reports[s][0]), report_issue=study_dir.map(lambda s: reports[s][1]))
+        df = table_frame(meta, study_id=study, patient_id=subject, image_id=meta["dicom_id"].str.strip(),
+                         image_path=study_dir + "/" + meta["dicom_id"] + ".jpg",
+                         view=normalise_view(meta["ViewPosition"]), split=split,
+                         report=study_dir.map(lambda s: reports[s][0]),
+                         report_issue=study_dir.map(lambda s: reports[s][1]))
         reject_where(df, ~numeric, Reason.MISSING_ID, "subject_id and study_id must be digits")
         reject_where(df, df["split"].isna().to_numpy(), Reason.UNKNOWN_SPLIT, f"not a known split in {SPLIT}")
         if self.options.labels == "reports":

@@ -23,8 +23,9 @@ import pandas as pd
 from vivid_med.fields import FIELDS
 from vivid_med.params import NonNegativeInt, Probability
 from vivid_med.sources.base import split_by_patient
-from vivid_med.sources.cxr import SourceRows, find_file, frame, normalise_view, read_csv, reject_where
+from vivid_med.sources.cxr import SourceRows, find_file, normalise_view, reject_where, table_frame
 from vivid_med.sources.dataset import RecordOptions, RecordSource, register
+from vivid_med.sources.tablefile import InputFileError, is_missing_id, open_text, read_csv, undecoded
 from vivid_med.states import NULL_CODE, State
 from vivid_med.tables import Reason
 
@@ -77,9 +78,15 @@ def _image_index(root: Path) -> dict[str, str]:
 
 
 def _read_list(path: Path) -> set[str]:
-    if not path.is_file():
+    """The image names of an official split list (one a line; blank lines skipped)."""
+    if not path.exists():
         raise FileNotFoundError(f"{path}: not found (NIH's official split list)")
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    with open_text(path, newline=None) as text:
+        lines = [line.strip() for line in text]
+    bad = next((n for n, line in enumerate(lines, 1) if undecoded(line)), None)
+    if bad is not None:
+        raise InputFileError(f"{path}: line {bad} is not UTF-8")
+    return {line for line in lines if line}
 
 
 @register("nih")
@@ -93,26 +100,24 @@ class NihChestXray14(RecordSource):
 
     def records(self) -> SourceRows:
         root = self.root
-        entry_path = find_file(root, DATA_ENTRY)
-        table = read_csv(entry_path)
-        need = [c for c in ("Image Index", "Finding Labels", "Patient ID", "View Position") if c not in table.columns]
-        if need:
-            raise ValueError(f"{entry_path}: missing column(s) {need}")
+        table = read_csv(find_file(root, DATA_ENTRY), ("Image Index", "Finding Labels", "Patient ID", "View Position"))
         test, train_val = _read_list(root / "test_list.txt"), _read_list(root / "train_val_list.txt")
         name = table["Image Index"].str.strip()
         patient = table["Patient ID"].str.strip()
         in_tv = name.isin(train_val).to_numpy()
-        split = pd.Series(None, index=table.index, dtype=object)
+        no_patient = patient.map(is_missing_id).to_numpy(bool)
+        split = pd.Series(None, index=table.cells.index, dtype=object)
         split[name.isin(test)] = "test"
-        split[in_tv] = split_by_patient(patient[in_tv], {"val": self.options.val_fraction, "train": 1.0},
+        drawn = in_tv & ~no_patient
+        split[drawn] = split_by_patient(patient[drawn], {"val": self.options.val_fraction, "train": 1.0},
                                         self.options.seed)
         index = _image_index(root)
         codes, bad = nih_codes(table["Finding Labels"])
-        df = frame(source_file=[entry_path.name] * len(table), row=np.arange(1, len(table) + 1),
-                   study_id=name.str.replace(r"\.png$", "", regex=True), patient_id=patient,
-                   image_id=name.str.replace(r"\.png$", "", regex=True),
-                   image_path=name.map(lambda n: index.get(n, f"images/{n}")),
-                   view=normalise_view(table["View Position"]), split=split)
+        df = table_frame(table, study_id=name.str.replace(r"\.png$", "", regex=True), patient_id=patient,
+                         image_id=name.str.replace(r"\.png$", "", regex=True),
+                         image_path=name.map(lambda n: index.get(n, f"images/{n}")),
+                         view=normalise_view(table["View Position"]), split=split)
+        reject_where(df, no_patient, Reason.MISSING_ID, "empty Patient ID")
         reject_where(df, np.array([b is not None for b in bad]), Reason.UNKNOWN_LABEL, bad)
         both = name.isin(test).to_numpy() & in_tv
         reject_where(df, both, Reason.UNKNOWN_SPLIT, "image is on both test_list.txt and train_val_list.txt")
