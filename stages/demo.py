@@ -6,12 +6,11 @@ params: ``demo`` (``vivid_med.demo.DemoConfig``: seed, mimic, nih, lidc, organ, 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
 from stages._params import section
 from vivid_med.demo import DemoConfig, build_demo
+from vivid_med.io import atomic_dir, write_json
 
 OUT = Path("data/demo")
 METRICS = Path("metrics/demo.json")
@@ -20,11 +19,9 @@ METRICS = Path("metrics/demo.json")
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m stages.demo", description=__doc__.splitlines()[0]).parse_args(argv)
     config = section(DemoConfig, "demo")  # validates before any work
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    counts = build_demo(OUT, config)
-    METRICS.parent.mkdir(parents=True, exist_ok=True)
-    METRICS.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+    with atomic_dir(OUT) as tmp:  # the previous data/demo stays until the new one is complete
+        counts = build_demo(tmp, config)
+    write_json(METRICS, counts, indent=2, sort_keys=True)
     print(f"demo: {counts['mimic']['n_studies']} mimic studies, {counts['nih']['n_images']} nih images -> {OUT}")
 
 

@@ -1,5 +1,8 @@
 """Stage ``records``: each source -> data/records/<name>.parquet (+ .rejects.parquet, .json), metrics/records.json.
 
+Outputs are written atomically: data/records is replaced as a whole once every source is done, then the metrics;
+a failure or a kill leaves the previous outputs as they were (``vivid_med.records.run``).
+
 params: ``fields`` (the pretraining fields ``target_hash`` covers) and ``records`` (``vivid_med.records.RecordsParams``:
 ``sources``, name -> ``{kind: <a record-source kind>, root: <folder>, <the kind's options>}``, see
 docs/real-data.md; ``llm_extractor``, null or ``{model: smollm2 | <local HF folder>, max_reports: N}``).
@@ -8,10 +11,10 @@ docs/real-data.md; ``llm_extractor``, null or ``{model: smollm2 | <local HF fold
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from stages._params import fields, section
+from vivid_med.io import write_json
 from vivid_med.records import RecordsParams, run
 from vivid_med.tables import counts_line
 
@@ -25,8 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics = run(params, fields(), OUT)
     for name, counts in metrics.items():
         print(f"records {name}: {counts_line(counts)}")
-    METRICS.parent.mkdir(parents=True, exist_ok=True)
-    METRICS.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json(METRICS, metrics, indent=2, sort_keys=True)  # after data/records is swapped in whole
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ spans checked against the report. Every input row ends up accepted or in the rej
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import stat
@@ -27,11 +26,13 @@ from tqdm import tqdm
 
 from vivid_med import ums
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
+from vivid_med.io import atomic_dir, failpoint, write_json
 from vivid_med.params import PositiveInt, StrictParams
 from vivid_med.reports import TextExtractor, report_records
-from vivid_med.sources import RecordSourceSpec, SourceRows, open_dataset
-from vivid_med.sources.base import is_synthetic, safe_join
+from vivid_med.sources import RecordOptions, RecordSourceSpec, SourceRows, open_dataset
+from vivid_med.sources.base import file_inside, is_synthetic
 from vivid_med.sources.cxr import reject_where
+from vivid_med.sources.tablefile import is_missing_id
 from vivid_med.states import STATE_OF_CODE
 from vivid_med.tables import RECORDS_SCHEMA, REJECTS_SCHEMA, Reason, write_records, write_rejects
 from vivid_med.ums import SCHEMA_VERSION
@@ -76,10 +77,11 @@ def _plain_kind(root: str, rel: str, dirs: dict[str, str]) -> str:
 
 
 def check_paths(df: pd.DataFrame, root: Path) -> None:
-    """Reject rows whose image path escapes ``root`` or names no file (each distinct path checked once).
+    """Reject rows whose image path escapes ``root`` (symlinks included), names nothing, or names a directory or
+    another non-file (each distinct path checked once).
 
     A relative path in normal form (no ``..``) whose directories are real (no symlinks) stays inside the
-    root, so one ``lstat`` per file and per directory decides it; any other path goes through ``safe_join``.
+    root, so one ``lstat`` per file and per directory decides it; any other path goes through ``file_inside``.
     """
     todo = df["reason"].isna().to_numpy()
     bad: dict[str, tuple[Reason, str]] = {}
@@ -91,22 +93,31 @@ def check_paths(df: pd.DataFrame, root: Path) -> None:
         kind = _plain_kind(str(root), rel, dirs) if plain else "other"
         if kind == "file":
             continue
-        if kind == "missing":
-            bad[rel] = (Reason.MISSING_IMAGE, f"no file {rel}")
-            continue
-        try:
-            if norm.startswith("/") or norm == ".." or norm.startswith("../"):
-                raise ValueError(f"image path {rel!r} escapes the dataset root")
-            path = safe_join(root, rel)
-        except ValueError as e:
-            bad[rel] = (Reason.PATH_OUTSIDE_ROOT, str(e))
-            continue
-        if not path.is_file():
-            bad[rel] = (Reason.MISSING_IMAGE, f"no file {rel}")
-    for reason in (Reason.PATH_OUTSIDE_ROOT, Reason.MISSING_IMAGE):
+        escapes = norm.startswith("/") or norm == ".." or norm.startswith("../")
+        problem = {"missing": Reason.MISSING_IMAGE, "dir": Reason.NOT_A_FILE}.get(kind) or \
+            (Reason.PATH_OUTSIDE_ROOT if escapes else file_inside(root, rel, Reason.MISSING_IMAGE)[1])
+        if problem is not None:
+            bad[rel] = (problem, _PATH_DETAIL[problem].format(rel=rel))
+    for reason in _PATH_DETAIL:
         paths = {p: d for p, (r, d) in bad.items() if r is reason}
         mask = df["image_path"].isin(paths.keys()).to_numpy()
         reject_where(df, mask, reason, df["image_path"].map(paths))
+
+
+_PATH_DETAIL = {Reason.PATH_OUTSIDE_ROOT: "image path {rel!r} escapes the dataset root",
+                Reason.MISSING_IMAGE: "no file {rel}", Reason.NOT_A_FILE: "{rel} is not a file"}
+
+
+def check_leakage(df: pd.DataFrame) -> None:
+    """Reject every live row of a patient whose live rows lie in more than one split (``leakage``): no patient
+    reaches two splits, and the rest proceeds."""
+    live = df["reason"].isna()
+    pairs = df.loc[live, ["patient_id", "split"]].drop_duplicates()
+    pairs = pairs[pairs["patient_id"].duplicated(keep=False)]
+    if len(pairs):
+        leaking = pairs.groupby("patient_id")["split"].agg(lambda s: ", ".join(sorted(s)))
+        mask = (live & df["patient_id"].isin(leaking.index)).to_numpy()
+        reject_where(df, mask, Reason.LEAKAGE, "patient in splits " + df["patient_id"].map(leaking).fillna(""))
 
 
 def check_duplicates(df: pd.DataFrame, label_key: pd.Series) -> None:
@@ -185,8 +196,7 @@ def build_records(src: SourceRows, dataset: str, labels: str = "table", fields: 
     df = src.frame.reset_index(drop=True).copy()
     n_input = len(df)
     for col in ("study_id", "patient_id", "image_id"):
-        empty = df[col].map(lambda v: not isinstance(v, str) or not v.strip()).to_numpy()
-        reject_where(df, empty, Reason.MISSING_ID, f"empty {col}")
+        reject_where(df, df[col].map(is_missing_id).to_numpy(bool), Reason.MISSING_ID, f"empty {col}")
     if check_images:
         check_paths(df, src.root)
     if labels == "table":
@@ -208,6 +218,7 @@ def build_records(src: SourceRows, dataset: str, labels: str = "table", fields: 
         df.loc[df["report_issue"].notna(), "report"] = None
     else:
         codes, out_json, out_hash = report_records(df, fields, extractor)
+    check_leakage(df)
     live = df["reason"].isna().to_numpy()
     rec = df.loc[live, ["study_id", "patient_id", "image_id", "image_path", "view", "split", "report"]].copy()
     rec.insert(0, "dataset", dataset)
@@ -241,21 +252,45 @@ def text_extractor(llm: LlmExtractorParams | None) -> TextExtractor:
     return TextExtractor(load_proposer(llm.model), Path(llm.model).name, llm.max_reports)
 
 
+def _refuse_overlap(params: RecordsParams, out_dir: Path) -> None:
+    """ValueError when ``out_dir`` (replaced as a whole) and a source root contain one another."""
+    out = Path(out_dir).resolve()
+    for name, options in params.sources.items():
+        root = Path(options.root).resolve()
+        if root == out or out in root.parents or root in out.parents:
+            raise ValueError(f"records.sources.{name}: root {options.root} and the output folder {out_dir} overlap "
+                             "(the output folder is replaced as a whole)")
+
+
+def write_source(name: str, options: RecordOptions, fields: tuple[str, ...], extractor: TextExtractor,
+                 out_dir: Path) -> dict:
+    """One source -> ``out_dir/<name>.parquet`` + ``.rejects.parquet``, then ``.json`` (root, counts); its counts."""
+    records, rejects = build_records(open_dataset(options).records(), name, options.labels, fields,
+                                     options.check_images, extractor)
+    write_records(records, out_dir / f"{name}.parquet", fields)
+    write_rejects(rejects, out_dir / f"{name}.rejects.parquet")
+    counts = summary(records, rejects)
+    counts["synthetic"] = is_synthetic(options.root)
+    info = {"dataset": name, "kind": options.kind, "root": options.root, "labels": options.labels,
+            "schema_version": SCHEMA_VERSION, "target_fields": list(fields), **counts}
+    write_json(out_dir / f"{name}.json", info, indent=2)
+    return counts
+
+
 def run(params: RecordsParams, fields: Sequence[str], out_dir: Path) -> dict[str, dict]:
     """Every source of ``params`` -> ``out_dir/<name>.parquet`` + ``.rejects.parquet`` + ``.json`` (root, counts);
-    ``fields`` are those ``target_hash`` covers. Returns the counts per source (the records metrics)."""
+    ``fields`` are those ``target_hash`` covers. Returns the counts per source (the records metrics).
+
+    ``out_dir`` is replaced as a whole when every source is done (``vivid_med.io.atomic_dir``): a failure or a
+    kill leaves the previous folder as it was. Failpoints: ``records:<name>`` before each source is read, then
+    ``commit:<file>`` of each file and ``commit:<out_dir's name>``.
+    """
     fields = tuple(fields)
+    _refuse_overlap(params, out_dir)
     extractor = text_extractor(params.llm_extractor)
     metrics = {}
-    for name, options in params.sources.items():
-        records, rejects = build_records(open_dataset(options).records(), name, options.labels, fields,
-                                         options.check_images, extractor)
-        write_records(records, out_dir / f"{name}.parquet", fields)
-        write_rejects(rejects, out_dir / f"{name}.rejects.parquet")
-        counts = summary(records, rejects)
-        counts["synthetic"] = is_synthetic(options.root)
-        info = {"dataset": name, "kind": options.kind, "root": options.root, "labels": options.labels,
-                "schema_version": SCHEMA_VERSION, "target_fields": list(fields), **counts}
-        (out_dir / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
-        metrics[name] = counts
+    with atomic_dir(out_dir) as tmp:
+        for name, options in params.sources.items():
+            failpoint(f"records:{name}")
+            metrics[name] = write_source(name, options, fields, extractor, tmp)
     return metrics
