@@ -27,6 +27,7 @@ from vivid_med.cli import main
 from vivid_med.fields import PRETRAIN_FIELDS
 from vivid_med.records import RecordsParams
 from vivid_med.records import run as run_records
+from vivid_med.sources import DATASETS
 from vivid_med.sources.tablefile import InputFileError
 
 FX = Path(__file__).parent / "fixtures"
@@ -351,6 +352,14 @@ def test_openi_broken_files(tmp_path):
         "ecgen-radiology/2.xml": "unreadable_row", "ecgen-radiology/3.xml": "missing_image",
         "ecgen-radiology/8.xml": "not_a_file", "ecgen-radiology/9.xml": "path_outside_root"}
     assert_sound(tmp_path / "out", {f"ecgen-radiology/{n}.xml": 2 if n == 1 else 1 for n in (1, 2, 3, 8, 9)})
+
+
+@pytest.mark.parametrize("kind, header", [("kermany", "path,label,patient_key"),
+                                          ("nih_png", "path,finding_labels,patient_id")])
+def test_image_set_label_tables_refuse_a_ragged_row(tmp_path, kind, header):
+    (tmp_path / "labels.csv").write_text(f"{header}\nimages/a.png,x,p1\nimages/b.png,y\n")
+    with pytest.raises(InputFileError, match=r"labels.csv: row 2: ragged_row \(line 3: 2 fields, the header has 3"):
+        DATASETS[kind].at(tmp_path).image_set()
 
 
 # ---- fault injection: SIGKILL at failpoints --------------------------------------------------------------------

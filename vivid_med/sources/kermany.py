@@ -9,11 +9,11 @@ are re-split by ``patient_key`` (``fractions`` train / val / test, ``seed``).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from vivid_med.params import NonNegativeInt, PositiveInt
 from vivid_med.sources.base import SPLITS, ImageSet, read_gray, split_by_patient
 from vivid_med.sources.dataset import DatasetOptions, ImageSetSource, SplitFractions, register
+from vivid_med.sources.tablefile import read_csv
 
 #: The label values of labels.csv, in class-index order.
 KERMANY_LABELS: tuple[str, str] = ("NORMAL", "PNEUMONIA")
@@ -30,7 +30,7 @@ class KermanyPneumonia(ImageSetSource):
 
     def image_set(self) -> ImageSet:
         root, o = self.root, self.options
-        df = pd.read_csv(root / "labels.csv")
+        df = read_csv(root / "labels.csv", ("path", "label", "patient_key"), lookup=True).cells
         bad = sorted(set(df["label"]) - set(KERMANY_LABELS))
         if bad:
             raise ValueError(f"{root / 'labels.csv'}: unknown label(s) {bad}")

@@ -9,12 +9,11 @@ record source ``nih``.
 
 from __future__ import annotations
 
-import pandas as pd
-
 from vivid_med.params import NonNegativeInt, PositiveInt
 from vivid_med.sources.base import SPLITS, ImageSet, read_gray, split_by_patient
 from vivid_med.sources.dataset import DatasetOptions, ImageSetSource, SplitFractions, register
 from vivid_med.sources.nih import NIH_LABELS, nih_label_matrix
+from vivid_med.sources.tablefile import read_csv
 
 
 @register("nih_png")
@@ -28,7 +27,7 @@ class NihPngSubset(ImageSetSource):
 
     def image_set(self) -> ImageSet:
         root, o = self.root, self.options
-        df = pd.read_csv(root / "labels.csv", dtype={"patient_id": str})
+        df = read_csv(root / "labels.csv", ("path", "finding_labels", "patient_id"), lookup=True).cells
         splits = split_by_patient(df["patient_id"], dict(zip(SPLITS, o.fractions)), o.seed).to_numpy().astype(str)
         return ImageSet(root.name, read_gray(root, df["path"].tolist(), o.size),
                         nih_label_matrix(df["finding_labels"].tolist()), df["patient_id"].to_numpy(), splits,
