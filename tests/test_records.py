@@ -219,3 +219,15 @@ def test_run_is_a_library_call(tmp_path):
     info = json.loads((tmp_path / "fx_nih.json").read_text())
     assert (info["kind"], info["labels"], info["target_fields"], info["synthetic"]) == ("nih", "table",
                                                                                         ["cardiomegaly"], False)
+
+
+@pytest.mark.parametrize("root, out", [("out", "out"), ("out/nih", "out"), (".", "out")])
+def test_run_refuses_an_output_folder_overlapping_a_root(tmp_path, root, out):
+    """data/records is replaced as a whole, so it must neither hold nor sit inside a dataset root."""
+    shutil.copytree(FX / "nih", tmp_path / root, dirs_exist_ok=True)
+    before = sorted(tmp_path.rglob("*"))
+    params = RecordsParams.model_validate({"llm_extractor": None, "sources": {
+        "fx_nih": {"kind": "nih", "root": str(tmp_path / root)}}})
+    with pytest.raises(ValueError, match=r"records.sources.fx_nih: root .* overlap"):
+        run_records(params, ["cardiomegaly"], tmp_path / out)
+    assert sorted(tmp_path.rglob("*")) == before

@@ -160,7 +160,7 @@ def table_records(codes: np.ndarray, views: pd.Series, label_files: pd.Series, f
     validators pass for every key: CXR, chest, no evidence). This equals validating each row (tested), and
     ``recheck`` distinct records are re-validated from their JSON as a guard.
     """
-    view_code = views.map(_VIEW_CODES).to_numpy(dtype=np.int8)
+    view_code = views.map(_VIEW_CODES).fillna(_VIEW_CODES[None]).to_numpy(dtype=np.int8)  # map gives NaN for None
     file_names, file_code = np.unique(label_files.astype(str).to_numpy(), return_inverse=True)
     finding_json = [ums.Finding.of(s).model_dump_json() for s in STATE_OF_CODE]
     ucodes, code_of_row = _distinct(codes)
