@@ -1,9 +1,9 @@
 """Stage ``pretrain@<run>``: train one backbone (``pretrain.common`` + ``pretrain.runs.<run>``) and export it.
 
 Reads data/records/, data/images/ and, for objectives that need them, data/teacher/<variant>/ or
-models/teacher/<name>/. Writes models/<run>/, checkpoints/<run>/ (a killed run resumes from there),
-metrics/pretrain/<run>.json, metrics/pretrain/<run>_curve.csv and metrics/timing/pretrain_<run>.json.
-Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m stages.pretrain <run>``.
+models/teacher/<name>/. Writes checkpoints/<run>/ (a killed run resumes from there), dvclive/<run>/ (the training
+curve, step by step), models/<run>/, metrics/timing/pretrain_<run>.json and, last, metrics/pretrain/<run>.json.
+Each output is replaced whole (a kill leaves the old one or the new one).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from stages._params import fields, section
+from vivid_med.io import write_json
 from vivid_med.pretrain import PretrainParams, run
 from vivid_med.teacher.config import TeacherParams
 
@@ -27,13 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args.run, params, fields(), teacher)
     if result is None:  # not rank 0
         return
-    METRICS.mkdir(parents=True, exist_ok=True)
-    (METRICS / f"{args.run}.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
-    TIMING.mkdir(parents=True, exist_ok=True)  # wall-clock facts vary by machine: kept out of the metrics
-    (TIMING / f"pretrain_{args.run}.json").write_text(json.dumps(result.timing, indent=2) + "\n")
-    curve = METRICS / f"{args.run}_curve.csv"
-    if not curve.exists():  # a run of 0 steps still has its (empty) plot file
-        curve.write_text("step,loss\n")
+    # wall-clock facts vary by machine: kept out of the metrics, which are written last
+    write_json(TIMING / f"pretrain_{args.run}.json", result.timing, indent=2)
+    write_json(METRICS / f"{args.run}.json", result.metrics, indent=2)
     print(f"pretrain {args.run}: {json.dumps({**result.metrics, **result.timing})}")
 
 

@@ -1,8 +1,9 @@
-"""Training loop: schedule, step-indexed batches, exact resume after a kill, NaN guard, 2-process DDP (gloo)."""
+"""Training loop: schedule, step-indexed batches, exact resume after a kill (weights and DVCLive curve), NaN guard,
+2-process DDP (gloo)."""
 
 from __future__ import annotations
 
-import csv
+import json
 import os
 import socket
 
@@ -61,27 +62,45 @@ def test_batches_depend_only_on_step_and_split_over_ranks():
         StepBatches(40, 8, 0, 0, 1, grad_accum=3)
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+def curve_files(folder) -> dict[str, str]:
+    """A DVCLive folder's files by relative path (wall-clock values, under ``timing/``, reduced to their steps)."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            text = p.read_text()
+            if "timing" in p.parts:
+                text = "\n".join(line.split("\t")[0] for line in text.splitlines())
+            elif p.name == "metrics.json":
+                text = json.dumps({k: v for k, v in json.loads(text).items() if k != "timing"})
+            out[str(p.relative_to(folder))] = text
+    return out
+
+
+def test_killed_run_resumes_to_the_same_weights_and_curve(tmp_path):
     reference = _student()
-    train(reference, _dataset(), CFG, tmp_path / "a", tmp_path / "a.csv", fingerprint="x")
+    train(reference, _dataset(), CFG, tmp_path / "a", tmp_path / "live_a", fingerprint="x")
 
     def kill(step, terms):
         if step == 5:  # after the checkpoint at step 4: step 5's work is lost
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_student(), _dataset(), CFG, tmp_path / "b", tmp_path / "b.csv", fingerprint="x", callback=kill)
+        train(_student(), _dataset(), CFG, tmp_path / "b", tmp_path / "live_b", fingerprint="x", callback=kill)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 4
+    assert json.loads((tmp_path / "live_b/metrics.json").read_text())["step"] == 5  # the curve is live
     resumed = _student()  # a fresh process: new model, same seed
-    summary = train(resumed, _dataset(), CFG, tmp_path / "b", tmp_path / "b.csv", fingerprint="x")
+    summary = train(resumed, _dataset(), CFG, tmp_path / "b", tmp_path / "live_b", fingerprint="x")
     assert summary["resumed_from"] == 4
     ref, got = _weights(reference), _weights(resumed)
     assert all(torch.equal(ref[k], got[k]) for k in ref)
-    with open(tmp_path / "b.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
-    with open(tmp_path / "a.csv") as f:
-        assert [r["loss"] for r in csv.DictReader(f)] == [r["loss"] for r in rows]
+    curve, resumed_curve = curve_files(tmp_path / "live_a"), curve_files(tmp_path / "live_b")
+    assert resumed_curve == curve
+    names = {"loss", "bce", "lr_vit", "lr_head", "grad_norm", "timing/images_per_s"}
+    assert set(curve) == {"metrics.json", *(f"plots/metrics/{n}.tsv" for n in names)}
+    loss = (tmp_path / "live_b/plots/metrics/loss.tsv").read_text().splitlines()
+    assert loss[0] == "step\tloss" and [int(r.split("\t")[0]) for r in loss[1:]] == [1, 2, 3, 4, 5, 6]
+    summary_json = json.loads((tmp_path / "live_b/metrics.json").read_text())
+    assert summary_json["step"] == 6 and summary_json["timing"]["images_per_s"] > 0
 
 
 def test_checkpoint_of_other_config_is_not_resumed(tmp_path):
@@ -107,7 +126,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
     student = Student(create_backbone(backbone_params()), _NanAfter(k=7))  # micro-batch 7 = step 4 (grad_accum 2)
     with pytest.raises(FloatingPointError, match=r"step 3: non-finite loss.*step 2\)"):
-        train(student, _dataset(), CFG, tmp_path / "n", tmp_path / "n.csv", fingerprint="x")
+        train(student, _dataset(), CFG, tmp_path / "n", tmp_path / "live_n", fingerprint="x")
     state = torch.load(tmp_path / "n" / "last.pt", weights_only=True)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
 

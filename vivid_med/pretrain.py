@@ -33,7 +33,7 @@ from vivid_med.states import state_codes
 from vivid_med.student import BackboneParams, count_params, create_backbone, export_student
 from vivid_med.tables import read_records, synthetic_datasets
 from vivid_med.teacher.config import TeacherParams
-from vivid_med.train import Student, TrainParams, train
+from vivid_med.train import Curve, Student, TrainParams, setup_distributed, train
 
 
 class CommonParams(BackboneParams, TrainParams):
@@ -102,7 +102,7 @@ class Paths:
     teacher_models: Path = Path("models/teacher")
     models: Path = Path("models")
     checkpoints: Path = Path("checkpoints")
-    curves: Path = Path("metrics/pretrain")
+    live: Path = Path("dvclive")  # DVCLive folders: <live>/<run>/
 
 
 @dataclass
@@ -197,9 +197,11 @@ def checkpoint_key(cfg: RunConfig, fields: tuple[str, ...], records: pd.DataFram
 
 def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: TeacherParams,
         paths: Paths = Paths()) -> RunResult | None:
-    """Train run ``name`` and export it to ``paths.models/<name>``; returns its metrics (None off rank 0)."""
+    """Train run ``name`` (its curve in ``paths.live/<name>/``) and export it to ``paths.models/<name>``; returns
+    its metrics (None off rank 0, which alone writes)."""
     cfg = params.resolve(name)
     check_teacher(cfg, teacher)
+    setup_distributed()  # under torchrun: every process joins, also for a run that trains nothing
     model_dir, ckpt_dir = paths.models / name, paths.checkpoints / name
     ckpt_dir.mkdir(parents=True, exist_ok=True)  # a DVC output even for runs of 0 steps
     torch.manual_seed(cfg.common.seed)
@@ -213,7 +215,7 @@ def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: Tea
         objective = cls.build(cfg.objective, backbone.num_features, resources)
         dataset = PretrainDataset(stores, store_idx, rows, state_codes(records, fields), extras.get("target_rows"),
                                   extras.get("texts"), augmentation(cfg.common.img_size, cfg.common.augment))
-        summary = train(Student(backbone, objective), dataset, cfg.common, ckpt_dir, paths.curves / f"{name}_curve.csv",
+        summary = train(Student(backbone, objective), dataset, cfg.common, ckpt_dir, paths.live / name,
                         checkpoint_key(cfg, fields, records, stores, objective))
         summary["n_train"] = len(dataset)
     if dist.is_initialized():
@@ -221,6 +223,8 @@ def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: Tea
         if dist.get_rank() != 0:
             dist.destroy_process_group()
             return None
+    if objective is None:
+        Curve(paths.live / name, []).end()  # a run of 0 steps: its DVCLive folder says step 0
     backbone.cpu()
     config = export_student(backbone, objective.cpu() if objective is not None else None, model_dir, cfg.common,
                             cfg.objective_name)

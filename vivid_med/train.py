@@ -2,14 +2,14 @@
 
 Read top to bottom: set up (distributed, seeds), build optimizer and schedule, resume from the last
 checkpoint if its fingerprint matches, then loop: micro-batches with gradient accumulation, a NaN guard,
-clipping, an AdamW step, a CSV curve row, and a checkpoint every ``checkpoint_every`` steps.
+clipping, an AdamW step, a DVCLive step (rank 0), and a checkpoint every ``checkpoint_every`` steps.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -20,11 +20,13 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from dvclive import Live
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vivid_med.data import StepBatches
 from vivid_med.imaging import to_tensor
+from vivid_med.io import failpoint, write_json
 from vivid_med.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, StrictParams
 
 FROZEN_PREFIX = "objective.teacher."  # never checkpointed: the frozen online teacher
@@ -119,28 +121,48 @@ def load_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
     return state
 
 
-class CurveWriter:
-    """Plain CSV training curve (``step`` first). On resume the rows come from the checkpoint, since DVC deletes
-    a stage's (non-persistent) curve file before it reruns the stage."""
+class _Live(Live):
+    """DVCLive whose ``metrics.json`` is replaced atomically (a kill never leaves half a JSON), ``step`` first."""
 
-    def __init__(self, path: Path | None, rows: list[dict[str, float]]) -> None:
-        self.path, self.rows = path, list(rows)
-        self._flush()
+    def make_summary(self) -> None:
+        self.summary = {"step": self.step, **{k: v for k, v in self.summary.items() if k != "step"}}
+        write_json(self.metrics_file, self.summary, indent=4)
+
+
+class Curve:
+    """The training curve, logged with DVCLive (rank 0; ``folder`` None elsewhere): one
+    ``<folder>/plots/metrics/<name>.tsv`` per metric (``step`` and the value) and ``<folder>/metrics.json`` (the
+    latest values and ``step``), rewritten every step so that ``dvc exp show`` follows a running experiment.
+
+    The rows also travel in the checkpoint: DVC deletes a stage's outputs before it reruns the stage, so a resumed
+    run rebuilds the folder from its checkpoint's rows and ends with the same files as an uninterrupted run.
+    (``Live.next_step`` is not used: it re-reads every curve file at each step for DVC Studio.)
+    """
+
+    def __init__(self, folder: Path | None, rows: list[dict[str, float]]) -> None:
+        self.rows, self.live = list(rows), None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)  # what DVC does to a stage's outputs: no stale file stays
+            self.live = _Live(str(folder), save_dvc_exp=False, dvcyaml=None)
+            for row in self.rows:
+                self._log(row)
+            self.live.make_summary()
 
     def add(self, row: dict[str, float]) -> None:
         self.rows.append(row)
+        if self.live is not None:
+            self._log(row)
+            self.live.make_summary()
 
-    def _flush(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = list(dict.fromkeys(k for r in self.rows for k in r)) or ["step"]
-        with self.path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.rows)
+    def _log(self, row: dict[str, float]) -> None:
+        self.live.step = int(row["step"])
+        for name, value in row.items():
+            if name != "step":
+                self.live.log_metric(name, value)
 
-    flush = _flush
+    def end(self) -> None:
+        if self.live is not None:
+            self.live.end()
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,13 +170,14 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
                 else [s[k] for s in samples]) for k in samples[0]}
 
 
-def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, curve_path: Path | None = None,
+def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, live_dir: Path | None = None,
           fingerprint: str = "", callback: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train ``student`` in place for ``cfg.steps`` optimizer steps; returns the run summary (rank 0's view).
 
-    Resumes from ``ckpt_dir/last.pt`` when its fingerprint equals ``fingerprint``. Raises FloatingPointError
-    on a non-finite loss or gradient, leaving the last good checkpoint in place. ``callback(step, terms)``
-    runs after every step (tests use it to interrupt a run).
+    Resumes from ``ckpt_dir/last.pt`` when its fingerprint equals ``fingerprint``. Logs every step to the DVCLive
+    folder ``live_dir`` (``Curve``): the loss terms (averaged over processes), both learning rates, the gradient
+    norm and ``timing/images_per_s``. Raises FloatingPointError on a non-finite loss or gradient, leaving the last
+    good checkpoint in place. ``callback(step, terms)`` runs after every step (tests use it to interrupt a run).
     """
     rank, world, device = setup_distributed()
     if device.type == "cpu":  # free on CPU; on GPUs deterministic kernels can cost, so they are left to the user
@@ -183,11 +206,12 @@ def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, 
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum, world, rank)
     loader = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate))
-    curve = CurveWriter(curve_path if rank == 0 else None, curve_rows)
+    curve = Curve(live_dir if rank == 0 else None, curve_rows)
     in_chans = student.backbone.patch_embed.proj.in_channels
     t0, t_data = time.perf_counter(), 0.0
     model.train()
     for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=rank != 0, desc="pretrain"):
+        t_step = time.perf_counter()
         sums: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             t = time.perf_counter()
@@ -210,6 +234,10 @@ def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, 
                 (out["loss"] / cfg.grad_accum).backward()
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+        if world > 1:  # the curve shows the terms over the whole batch, as one process would
+            mean = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
+            dist.all_reduce(mean)
+            sums = dict(zip(sums, (mean / world).tolist()))
         grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
         if not torch.isfinite(grad_norm):
             raise FloatingPointError(f"step {step}: non-finite gradient norm; stopped. Last good checkpoint: "
@@ -219,19 +247,18 @@ def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, 
         sched.step()
         opt.zero_grad(set_to_none=True)
         last = {"step": step + 1, "lr_vit": lrs[0], "lr_head": lrs[-1], **sums, "grad_norm": float(grad_norm)}
-        if rank == 0:
-            curve.add(last)
+        curve.add({**last, "timing/images_per_s": round(cfg.batch_size / (time.perf_counter() - t_step), 1)})
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             if rank == 0:
                 log = {"last": last, "wall_s": wall_before + time.perf_counter() - t0, "curve": curve.rows}
                 save_checkpoint(ckpt, student, opt, sched, step + 1, fingerprint, log)
-                curve.flush()
             if world > 1:
                 dist.barrier()
             last_saved = step + 1
         if callback is not None:
             callback(step + 1, last)
-    curve.flush()
+        failpoint(f"pretrain:step:{step + 1}")
+    curve.end()
     wall = time.perf_counter() - t0
     done = cfg.steps - start
     return {"steps": cfg.steps, "resumed_from": start, "wall_s": round(wall_before + wall, 2), "world_size": world,
