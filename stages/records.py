@@ -16,6 +16,7 @@ from pathlib import Path
 from stages._params import fields, section
 from vivid_med.io import write_json
 from vivid_med.records import RecordsParams, run
+from vivid_med.sources.tablefile import InputFileError
 from vivid_med.tables import counts_line
 
 OUT = Path("data/records")
@@ -25,7 +26,10 @@ METRICS = Path("metrics/records.json")
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m stages.records", description=__doc__.splitlines()[0]).parse_args(argv)
     params = section(RecordsParams, "records")  # every source's kind and options checked before any data is read
-    metrics = run(params, fields(), OUT)
+    try:
+        metrics = run(params, fields(), OUT)
+    except (InputFileError, FileNotFoundError) as e:  # names the file and the cause; the old outputs are intact
+        raise SystemExit(f"records: {e}") from None
     for name, counts in metrics.items():
         print(f"records {name}: {counts_line(counts)}")
     write_json(METRICS, metrics, indent=2, sort_keys=True)  # after data/records is swapped in whole

@@ -10,6 +10,7 @@ row of its file), a sentinel written outside every dataset root appears in no ou
 from __future__ import annotations
 
 import codecs
+import gzip
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from vivid_med.records import RecordsParams
 from vivid_med.records import run as run_records
 from vivid_med.sources import DATASETS
 from vivid_med.sources.tablefile import InputFileError
+from vivid_med.tables import counts_line
 
 FX = Path(__file__).parent / "fixtures"
 SENTINEL = "SENTINEL-outside-the-root"
@@ -106,6 +108,8 @@ CSV_CASES = {  # name: (file bytes, file ending, accepted ids, rejects {row: rea
     "unclosed quote": (b'id,text\nr1,No edema.\nr2,"No effusion.\nr3,No edema.\n', ".csv", ["r1"],
                        {2: "unreadable_row"}, 2),
     "tsv": (b"id\ttext\nr1\tNo effusion, no edema.\nr2\tNo edema.\tx\n", ".tsv", ["r1"], {2: "ragged_row"}, 2),
+    "gzip": (gzip.compress(BLANKS.encode()), ".csv.gz", ["r1", "r3"],
+             {2: "blank_line", 3: "empty_report", 4: "blank_line"}, 5),
     "jsonl": (b'{"id": 0, "text": "No effusion."}\n{"id": false, "text": "Mild cardiomegaly."}\n'
               b'{"id": NaN, "text": "No edema."}\n{"id": null, "text": "No edema."}\n{broken\n\n[1, 2]\n'
               b'{"id": ["a"], "text": "No edema."}\n{"id": "r9", "text": "No edema."}\n', ".jsonl",
@@ -149,6 +153,7 @@ ERRORS = {  # name: (file bytes, file ending, --id-column, what stderr must say)
                                        r"no column\(s\) \['rid'\]; its JSON objects have \['id', 'text'\]"),
     "unknown ending": (b"id,text\n", ".txt", "id", r"expected one of \['.csv'"),
     "not parquet": (b"id,text\n", ".parquet", "id", "not a readable Parquet file"),
+    "broken gzip": (gzip.compress(BLANKS.encode())[:-12], ".csv.gz", "id", r"reports\.csv\.gz: broken gzip data"),
 }
 
 
@@ -304,7 +309,7 @@ def test_leakage_rejects_the_patient_and_is_counted(tmp_path):
                                                                           "d2a,50000002,10000001,test") for ln in ls])
     rec, rej, counts = records(tmp_path, "mimic", root, labels="table")
     assert rej[1] == rej[2] == rej[3] == "leakage" and "10000001" not in set(rec["patient_id"])
-    assert counts["rejects_by_reason"]["leakage"] == 3
+    assert "11 input = 2 accepted + 9 rejected" in counts_line(counts) and "'leakage': 3" in counts_line(counts)
     assert_sound(tmp_path / "out", {"mimic-cxr-2.0.0-metadata.csv": 11})
 
 
@@ -416,6 +421,16 @@ def test_records_stage_killed_keeps_old_or_new_outputs(point, stage_project, tmp
     assert proc.returncode == 0, proc.stderr
     assert _stage_outputs(project) == new
     assert_sound(project / "data/records", {"Data_Entry_2017.csv": 9, "mimic-cxr-2.0.0-metadata.csv": 10})
+
+
+def test_records_stage_names_a_bad_file_in_one_line_and_keeps_old_outputs(stage_project, tmp_path):
+    old_project, old, _ = stage_project
+    project = Path(shutil.copytree(old_project, tmp_path / "p"))
+    (project / "mimic/mimic-cxr-2.0.0-metadata.csv").write_bytes(b"")
+    proc = run(project, "-m", "stages.records")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"records: {Path('mimic/mimic-cxr-2.0.0-metadata.csv')}: empty file (no header line)"
+    assert _stage_outputs(project) == old
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from vivid_med import ums
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
 from vivid_med.io import atomic_dir, failpoint, write_json
-from vivid_med.params import PositiveInt, StrictParams
+from vivid_med.params import ParamsError, PositiveInt, StrictParams
 from vivid_med.reports import TextExtractor, report_records
 from vivid_med.sources import RecordOptions, RecordSourceSpec, SourceRows, open_dataset
 from vivid_med.sources.base import file_inside, is_synthetic
@@ -253,12 +253,12 @@ def text_extractor(llm: LlmExtractorParams | None) -> TextExtractor:
 
 
 def _refuse_overlap(params: RecordsParams, out_dir: Path) -> None:
-    """ValueError when ``out_dir`` (replaced as a whole) and a source root contain one another."""
+    """ParamsError when ``out_dir`` (replaced as a whole) and a source root contain one another."""
     out = Path(out_dir).resolve()
     for name, options in params.sources.items():
         root = Path(options.root).resolve()
         if root == out or out in root.parents or root in out.parents:
-            raise ValueError(f"records.sources.{name}: root {options.root} and the output folder {out_dir} overlap "
+            raise ParamsError(f"records.sources.{name}: root {options.root} and the output folder {out_dir} overlap "
                              "(the output folder is replaced as a whole)")
 
 
