@@ -17,9 +17,10 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
+from vivid_med.decoding import BlankImage, UnreadableImage, fit, read_image
 from vivid_med.imaging import (
-    CORRUPT_IMAGE, DUPLICATE_IMAGE, MISSING_IMAGE, PATH_OUTSIDE_ROOT, UNREADABLE_IMAGE, ImageStore,
-    UnreadableImage, build_store, fit, read_image, to_tensor,
+    CORRUPT_IMAGE, DUPLICATE_IMAGE, MISSING_IMAGE, NOT_A_FILE, PATH_OUTSIDE_ROOT, UNREADABLE_IMAGE, ImageStore,
+    build_store, to_tensor,
 )
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
@@ -73,11 +74,11 @@ def test_nifti_slice_scaling_and_frame(tmp_path):
     img.header.set_slope_inter(2.0, -50.0)                           # stored 100 -> 150
     nib.save(img, tmp_path / "case.nii.gz")
     s3 = read_image(tmp_path / "case.nii.gz", frame=3, window=(100, 200))
-    s2 = read_image(tmp_path / "case.nii.gz", frame=2, window=(100, 200))
     assert s3.shape == (24, 20)                                      # rows = second voxel axis
     assert s3.max() == pytest.approx(0.75) and s3.min() == pytest.approx(0.0)   # (150 - 0) / 200, (-50 - 0) / 200
-    assert s2.max() == pytest.approx(0.0)
     assert (s3 > 0.5).sum() == 4 * 6
+    with pytest.raises(BlankImage, match="slice 2: constant value -50"):   # stored 0 everywhere -> -50
+        read_image(tmp_path / "case.nii.gz", frame=2, window=(100, 200))
     with pytest.raises(UnreadableImage, match="frame 7 out of range"):
         read_image(tmp_path / "case.nii.gz", frame=7)
 
@@ -98,9 +99,10 @@ def test_png_round_trip_and_padding(tmp_path):
     Image.fromarray(np.dstack([g, g, g, np.full_like(g, 255)])).save(tmp_path / "rgba.png")
     assert np.array_equal(fit(read_image(tmp_path / "rgba.png"), 40), g)
     wide = np.full((20, 40), 200, np.uint8)                          # non-square: zero-padded, centred
+    wide[:, 0] = 250
     Image.fromarray(wide).save(tmp_path / "wide.png")
     out = fit(read_image(tmp_path / "wide.png"), 20)
-    assert out[:5].max() == 0 and out[-5:].max() == 0 and out[6:14].min() == 200
+    assert out[:5].max() == 0 and out[-5:].max() == 0 and out[6:14, 1:].min() == 200
     Image.fromarray((g.astype(np.uint16) * 257)).save(tmp_path / "g16.png")  # 16-bit: full range
     assert np.abs(fit(read_image(tmp_path / "g16.png"), 40).astype(int) - g).max() <= 1
 
@@ -140,7 +142,7 @@ def dataset(tmp_path):
         ("escape", "../outside.png", None, PATH_OUTSIDE_ROOT), ("abs", str(tmp_path / "outside.png"), None,
                                                                  PATH_OUTSIDE_ROOT),
         ("a", "img/b.jpg", None, DUPLICATE_IMAGE), ("txt", "img/notes.txt", None, UNREADABLE_IMAGE),
-        ("dir", "img/folder.png", None, UNREADABLE_IMAGE), ("frame", "img/vol.nii.gz", 9, UNREADABLE_IMAGE),
+        ("dir", "img/folder.png", None, NOT_A_FILE), ("frame", "img/vol.nii.gz", 9, UNREADABLE_IMAGE),
     ]
     records = pd.DataFrame(rows, columns=["image_id", "image_path", "frame", "expected"])
     records["frame"] = records["frame"].astype("Int64")
@@ -202,7 +204,7 @@ def test_images_stage(dataset, tmp_path, monkeypatch):
     df["image_id"], df["image_path"] = records["image_id"].to_numpy(), records["image_path"].to_numpy()
     write_records(df, work / "data/records/toy.parquet", ("edema",))
     (work / "data/records/toy.json").write_text(json.dumps({"root": str(root)}))
-    (work / "params.yaml").write_text("images:\n  size: 24\n  window: null\n  workers: 1\n")
+    (work / "params.yaml").write_text("images:\n  size: 24\n  window: null\n  workers: 1\n  max_pixels: 50000000\n")
     monkeypatch.chdir(work)
     stage.main([])
     metrics = json.loads((work / "metrics/images.json").read_text())

@@ -1,4 +1,4 @@
-"""Decode PNG/JPEG/DICOM/NIfTI to uint8 grayscale, and the memory-mapped image store.
+"""The memory-mapped image store: every dataset's images decoded (``vivid_med.decoding``) into one array.
 
 Store layout (docs/contracts.md), one folder per dataset:
 ``pixels.npy`` uint8 [N, S, S] (``np.load(mmap_mode="r")``), ``index.parquet`` (image_id, row),
@@ -8,37 +8,38 @@ or a row of the rejects, never silently lost.
 
 from __future__ import annotations
 
+import ctypes
+import io
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pydicom
-from PIL import Image
 from pydantic import Field
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from tqdm.auto import tqdm
 
+from vivid_med.decoding import Window, load_image
+from vivid_med.io import failpoint
 from vivid_med.params import PositiveInt, StrictParams
 from vivid_med.sources.base import safe_join
 from vivid_med.tables import Reason, read_table, write_table
 from vivid_med.ums import SCHEMA_VERSION
 
 MEAN, STD = 0.5, 0.25
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-DICOM_SUFFIXES = (".dcm", ".dicom", "")   # DICOM files often have no extension
+_PR_SET_PDEATHSIG = 1
 
 #: Reason codes of an image rejects table (members of ``vivid_med.tables.Reason``).
-MISSING_IMAGE, PATH_OUTSIDE_ROOT, DUPLICATE_IMAGE, UNREADABLE_IMAGE, CORRUPT_IMAGE = (
-    r.value for r in (Reason.MISSING_IMAGE, Reason.PATH_OUTSIDE_ROOT, Reason.DUPLICATE_IMAGE,
-                      Reason.UNREADABLE_IMAGE, Reason.CORRUPT_IMAGE))
+(MISSING_IMAGE, PATH_OUTSIDE_ROOT, DUPLICATE_IMAGE, UNREADABLE_IMAGE, CORRUPT_IMAGE, NOT_A_FILE, TOO_LARGE,
+ BLANK_IMAGE) = (r.value for r in (Reason.MISSING_IMAGE, Reason.PATH_OUTSIDE_ROOT, Reason.DUPLICATE_IMAGE,
+                                   Reason.UNREADABLE_IMAGE, Reason.CORRUPT_IMAGE, Reason.NOT_A_FILE,
+                                   Reason.TOO_LARGE, Reason.BLANK_IMAGE))
 
 _META = {"vivid_med.schema_version": SCHEMA_VERSION}
 INDEX_SCHEMA = pa.schema([pa.field("image_id", pa.string(), nullable=False),
@@ -52,141 +53,45 @@ IMAGE_REJECTS_SCHEMA = pa.schema([pa.field("image_id", pa.string(), nullable=Tru
 class ImagesParams(StrictParams):
     """The ``images:`` section: how every dataset's images are decoded into its store."""
 
-    size: PositiveInt   # store side (px): images are zero-padded to square and resized
+    size: Annotated[int, Field(ge=1, le=4096)]  # store side (px): images are zero-padded to square and resized
+    #   (at most 4096: a store costs size² bytes per image, decoding 4 x size² more)
     window: Annotated[list[float], Field(min_length=2, max_length=2)] | None  # [centre, width] (HU) or the file's own
     workers: PositiveInt  # decode processes (1 = in-process)
+    max_pixels: PositiveInt  # larger images (frames x longer side², read from the header) are too_large rejects
 
 
-class UnreadableImage(Exception):
-    """A file that is there but cannot be used (not a decoder failure)."""
-
-
-def _window(x: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    centre, width = window
-    return np.clip((x - (centre - width / 2)) / width, 0.0, 1.0)
-
-
-def _minmax(x: np.ndarray, lo_q: float = 0.0, hi_q: float = 100.0) -> np.ndarray:
-    x = np.nan_to_num(x.astype(np.float32))
-    lo, hi = np.percentile(x, (lo_q, hi_q)) if (lo_q, hi_q) != (0.0, 100.0) else (x.min(), x.max())
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(x)
-
-
-def _read_raster(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I", "F"):     # 16-bit / float PNG or TIFF: full range
-            return _minmax(np.asarray(im))
-        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-
-
-def _read_dicom(path: Path, frame: int | None, window: tuple[float, float] | None) -> np.ndarray:
-    """Stored values -> modality LUT (slope/intercept) -> VOI LUT or ``window`` -> [0,1]; MONOCHROME1 inverted."""
-    ds = pydicom.dcmread(path)
-    arr = ds.pixel_array
-    if int(ds.get("SamplesPerPixel", 1)) > 1:
-        arr = arr.mean(axis=-1)
-    if arr.ndim == 3:
-        arr = arr[_frame(frame, arr.shape[0], path)]
-    arr = apply_modality_lut(arr, ds)
-    if window is not None:
-        out = _window(arr, window)
-    else:
-        out = _minmax(apply_voi_lut(arr, ds) if "WindowCenter" in ds or "VOILUTSequence" in ds else arr)
-    return 1.0 - out if ds.get("PhotometricInterpretation") == "MONOCHROME1" else out
-
-
-def _read_nifti(path: Path, frame: int | None, window: tuple[float, float] | None) -> np.ndarray:
-    """One axial slice (third axis; first volume of 4D), scaled by the header, radiological display."""
-    img = nib.load(path)
-    shape = img.shape
-    if len(shape) < 2:
-        raise UnreadableImage(f"NIfTI with shape {shape} is not an image")
-    if len(shape) == 2:
-        arr = np.asarray(img.dataobj)
-    else:
-        k = _frame(frame, shape[2], path)
-        arr = np.asarray(img.dataobj[(slice(None), slice(None), k) + (0,) * (len(shape) - 3)])
-    arr = np.rot90(arr.astype(np.float32))            # rows = anterior -> posterior
-    return _window(arr, window) if window is not None else _minmax(arr, 0.5, 99.5)
-
-
-def _frame(frame: int | None, n: int, path: Path) -> int:
-    k = n // 2 if frame is None else int(frame)
-    if not 0 <= k < n:
-        raise UnreadableImage(f"frame {k} out of range: {path.name} has {n}")
-    return k
-
-
-def read_image(path: str | Path, frame: int | None = None,
-               window: tuple[float, float] | None = None) -> np.ndarray:
-    """Decode one image to float32 [H, W] in [0, 1] (bright = dense). ``frame`` picks a DICOM frame or a
-    NIfTI slice (default: the middle one); ``window`` = (centre, width) in modality units (e.g. HU)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        img = _read_nifti(path, frame, window)
-    elif suffix in RASTER_SUFFIXES:
-        img = _read_raster(path)
-    elif suffix in DICOM_SUFFIXES:
-        img = _read_dicom(path, frame, window)
-    else:
-        raise UnreadableImage(f"unsupported file type {suffix!r}")
-    return np.ascontiguousarray(img, dtype=np.float32)
-
-
-def fit(image: np.ndarray, size: int) -> np.ndarray:
-    """float [H, W] in [0, 1] -> uint8 [size, size]: zero-pad to square (centred), then area-average
-    (BOX) when shrinking or bicubic when enlarging."""
-    h, w = image.shape
-    s = max(h, w)
-    if h != w:
-        square = np.zeros((s, s), np.float32)
-        square[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
-        image = square
-    resample = Image.Resampling.BOX if s >= size else Image.Resampling.BICUBIC
-    out = np.asarray(Image.fromarray(np.ascontiguousarray(image, np.float32)).resize((size, size), resample))
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
-
-
-def load_image(path: Path, size: int, frame: int | None = None,
-               window: tuple[float, float] | None = None) -> tuple[np.ndarray | None, str | None, str | None]:
-    """(uint8 [size, size], None, None), or (None, reason, detail) when the file cannot be used."""
-    if not path.is_file() or not os.access(path, os.R_OK):
-        return None, UNREADABLE_IMAGE, "not a readable file"
+def _check_path(root: Path, rel: object) -> tuple[Path | None, str | None, str | None]:
+    """(root / rel, None, None), or (None, reason, detail) for a path that cannot name a file under ``root``.
+    Whether the file is there and is a file is ``load_image``'s check."""
+    if rel is None or pd.isna(rel) or not str(rel):
+        return None, MISSING_IMAGE, "empty image_path"
+    if "\x00" in str(rel):
+        return None, UNREADABLE_IMAGE, "image_path contains a NUL byte"
     try:
-        return fit(read_image(path, frame, window), size), None, None
-    except UnreadableImage as e:
+        return safe_join(root, str(rel)), None, None
+    except ValueError as e:                    # absolute, '..' or a symlink that leaves the root
+        return None, PATH_OUTSIDE_ROOT, str(e)
+    except (RuntimeError, OSError) as e:       # a symlink loop
         return None, UNREADABLE_IMAGE, str(e)
-    except Exception as e:  # noqa: BLE001 - any decoder failure is a corrupt file, recorded with its message
-        return None, CORRUPT_IMAGE, f"{type(e).__name__}: {e}"[:500]
 
 
-def _load_job(job: tuple[Path, int | None], size: int, window) -> tuple:
-    return load_image(job[0], size, job[1], window)
+def _load_job(job: tuple[Path, int | None], size: int, window: Window | None, max_pixels: int | None) -> tuple:
+    return load_image(job[0], size, job[1], window, max_pixels)
 
 
 def build_store(records: pd.DataFrame, root: str | Path, out_dir: str | Path, size: int,
-                window: tuple[float, float] | None = None, workers: int = 1) -> dict:
+                window: Window | None = None, workers: int = 1, max_pixels: int | None = None,
+                label: str | None = None) -> dict:
     """Decode ``records`` (columns image_id, image_path relative to ``root``; optional ``frame``) into the
-    store at ``out_dir``. Returns counts: input, accepted, rejected, rejects_by_reason."""
+    store at ``out_dir``, written in place (the images stage builds it in a temporary folder and swaps it in).
+    ``max_pixels``: larger images are ``too_large`` rejects (None: no limit); ``label`` names the progress bar.
+    Returns counts: input, accepted, rejected, rejects_by_reason (input = accepted + rejected)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = records["frame"] if "frame" in records else pd.Series([None] * len(records))
     rejects, jobs, ids, seen = [], [], [], set()
     for i, (iid, rel, fr) in enumerate(zip(records["image_id"], records["image_path"], frames)):
-        reason, detail = None, None
-        if iid in seen:
-            reason = DUPLICATE_IMAGE
-        elif rel is None or pd.isna(rel) or not str(rel):
-            reason, detail = MISSING_IMAGE, "empty image_path"
-        else:
-            try:
-                path = safe_join(root, str(rel))
-                if not path.exists():
-                    reason = MISSING_IMAGE
-            except ValueError as e:
-                reason, detail = PATH_OUTSIDE_ROOT, str(e)
+        path, reason, detail = _check_path(Path(root), rel) if iid not in seen else (None, DUPLICATE_IMAGE, None)
         seen.add(iid)
         if reason:
             rejects.append((i, iid, rel, reason, detail))
@@ -194,23 +99,25 @@ def build_store(records: pd.DataFrame, root: str | Path, out_dir: str | Path, si
             jobs.append((path, None if fr is None or pd.isna(fr) else int(fr)))
             ids.append((i, iid, rel))
 
-    load = partial(_load_job, size=size, window=window)
-    tmp_path, final_path = out_dir / "pixels.tmp.npy", out_dir / "pixels.npy"
-    tmp = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=np.uint8, shape=(len(jobs), size, size))
-    ok = np.zeros(len(jobs), bool)
-    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+    load = partial(_load_job, size=size, window=window, max_pixels=max_pixels)
+    pixels = np.lib.format.open_memmap(out_dir / "pixels.npy", mode="w+", dtype=np.uint8,
+                                       shape=(len(jobs), size, size))
+    accepted = []
+    pool = ProcessPoolExecutor(workers, initializer=_die_with, initargs=(os.getpid(),)) if workers > 1 else _Serial()
+    with pool:
         results = pool.map(load, jobs, chunksize=max(1, min(32, len(jobs) // (4 * workers))))
-        for j, (img, reason, detail) in enumerate(tqdm(results, total=len(jobs), desc=f"images {out_dir.name}")):
+        for j, (img, reason, detail) in enumerate(tqdm(results, total=len(jobs),
+                                                       desc=f"images {label or out_dir.name}")):
             if img is None:
                 rejects.append((*ids[j], reason, detail))
             else:
-                tmp[j], ok[j] = img, True
-    tmp.flush()
-    _compact(tmp, ok, final_path)
-    del tmp
-    tmp_path.unlink()
+                pixels[len(accepted)] = img
+                accepted.append(ids[j][1])
+            failpoint("images:decode")
+    pixels.flush()
+    del pixels
+    _keep_rows(out_dir / "pixels.npy", len(accepted))
 
-    accepted = [ids[j][1] for j in np.flatnonzero(ok)]
     write_table(pd.DataFrame({"image_id": accepted, "row": np.arange(len(accepted), dtype=np.int64)}),
                 out_dir / "index.parquet", INDEX_SCHEMA, {"size": size})
     rej = pd.DataFrame(sorted(rejects, key=lambda r: r[0]),
@@ -218,6 +125,15 @@ def build_store(records: pd.DataFrame, root: str | Path, out_dir: str | Path, si
     write_table(rej, out_dir / "rejects.parquet", IMAGE_REJECTS_SCHEMA)
     return {"input": len(records), "accepted": len(accepted), "rejected": len(rej),
             "rejects_by_reason": {k: int(v) for k, v in sorted(rej["reason"].value_counts().items())}}
+
+
+def _die_with(parent: int) -> None:
+    """Decode worker initializer: end when the stage process ends, even when it is killed (an orphan would wait
+    for work forever). Linux: the kernel sends SIGKILL; elsewhere only a parent already gone is noticed."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 class _Serial:
@@ -234,16 +150,22 @@ class _Serial:
         return map(fn, items)
 
 
-def _compact(tmp: np.ndarray, ok: np.ndarray, path: Path, chunk: int = 4096) -> None:
-    """Write the accepted rows of ``tmp`` to ``path`` as a .npy (chunked, never all in memory)."""
-    n, size = int(ok.sum()), tmp.shape[-1]
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size))
-    keep, start = np.flatnonzero(ok), 0
-    for k in range(0, n, chunk):
-        sel = keep[k:k + chunk]
-        out[start:start + len(sel)] = tmp[sel]
-        start += len(sel)
-    out.flush()
+def _keep_rows(path: Path, n: int) -> None:
+    """Shrink the .npy at ``path`` to its first ``n`` rows in place: the header rewritten for the new shape (the
+    same length: numpy pads it so that the first axis can change) and the file truncated after row ``n``."""
+    fmt = np.lib.format
+    with open(path, "r+b") as f:
+        fmt.read_magic(f)
+        shape, fortran_order, dtype = fmt.read_array_header_1_0(f)
+        offset = f.tell()
+        header = io.BytesIO()
+        fmt.write_array_header_1_0(header, {"descr": fmt.dtype_to_descr(dtype), "fortran_order": fortran_order,
+                                            "shape": (n, *shape[1:])})
+        if header.tell() != offset:
+            raise RuntimeError(f"{path}: the .npy header would change length ({offset} -> {header.tell()} bytes)")
+        f.seek(0)
+        f.write(header.getvalue())
+        f.truncate(offset + n * int(np.prod(shape[1:])) * dtype.itemsize)
 
 
 @dataclass
