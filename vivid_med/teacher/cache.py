@@ -1,7 +1,9 @@
 """The teacher cache: one embedding per distinct target and per (field, state), computed once.
 
 ``data/teacher/<variant>/`` holds ``prototypes.safetensors`` ([F,S,D] float32), ``targets.parquet``
-(``target_hash`` string, ``embedding`` fixed-size list<float32>[D]) and ``manifest.json``. Finished
+(``target_hash`` string, ``embedding`` fixed-size list<float32>[D]) and ``manifest.json``. Embeddings are pooled
+and centred in float64 and rounded to float32 once, at the end (with ``teacher.dtype: float64`` the model runs in
+float64 too, so two CPUs give the same cache bytes; docs/teacher.md measures the cost). Finished
 target batches are written as shards to a work folder first, so an interrupted run resumes without
 recomputing them; under torchrun each process embeds its share of the distinct targets and rank 0
 merges. Forward passes = distinct targets + fields x states, counted at the model.
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from vivid_med.fields import DISPLAY_NAMES
+from vivid_med.io import atomic_dir, atomic_path, failpoint, write_json
 from vivid_med.states import STATE_VALUES
 from vivid_med.teacher.config import TeacherParams
 from vivid_med.teacher.embed import EMBED_VERSION, RELATED, UNRELATED, Embedder, semantic_margin
@@ -73,18 +75,18 @@ def check_identity(found: dict, expect: dict, what: str) -> None:
 
 
 def write_embeddings(path: Path, hashes: list[str], emb: Tensor, metadata: dict[str, Any]) -> None:
-    """Parquet (target_hash, embedding fixed-size float32 list) with JSON ``metadata``, written atomically."""
-    arr = emb.float().numpy().astype(np.float32, copy=False)
-    col = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), pa.float32()), arr.shape[1])
+    """Parquet (target_hash, embedding fixed-size list of ``emb``'s float dtype) with JSON ``metadata``, written
+    atomically (work shards keep float64; the cache's targets are float32)."""
+    arr = emb.numpy()
+    col = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
     table = pa.table({"target_hash": pa.array(hashes, pa.string()), "embedding": col})
     table = table.replace_schema_metadata({"vivid_med": json.dumps(metadata, sort_keys=True)})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_embeddings(path: Path) -> tuple[list[str], Tensor, dict]:
-    """Inverse of ``write_embeddings``: (hashes, float32 [N,D], metadata)."""
+    """Inverse of ``write_embeddings``: (hashes, [N,D] in the stored float dtype, metadata)."""
     table = pq.read_table(path)
     col = table.column("embedding").combine_chunks()
     dim = col.type.list_size
@@ -200,20 +202,21 @@ def build_cache(embedder: Embedder, targets: dict[str, str], out_dir: Path, work
         emb = embedder.embed([targets[h] for h in chunk], batch_size=batch_size)
         meta = {**ident, "forward_passes": embedder.forward_passes - before}
         write_embeddings(work / f"{chunk[0][:24]}-{len(chunk)}.parquet", chunk, emb, meta)
+        failpoint("teacher:batch")
     _barrier()
     if rank != 0:
         return None
     before = embedder.forward_passes
     raw = embedder.prototypes(batch_size)  # [F,S,D]
     proto_passes = embedder.forward_passes - before
-    mean = raw.reshape(-1, raw.shape[-1]).mean(0) if centre else torch.zeros(raw.shape[-1])
+    mean = raw.reshape(-1, raw.shape[-1]).mean(0) if centre else torch.zeros(raw.shape[-1], dtype=torch.float64)
     earlier = set(done.values())
     done = _work_shards(work, ident)
     missing = [h for h in targets if h not in done]
     if missing:
         raise RuntimeError(f"{len(missing)} target(s) missing from {work} after embedding (e.g. {missing[0]})")
     hashes = sorted(targets)
-    emb, rows = torch.empty(len(hashes), raw.shape[-1]), {h: i for i, h in enumerate(hashes)}
+    emb, rows = torch.empty(len(hashes), raw.shape[-1], dtype=torch.float64), {h: i for i, h in enumerate(hashes)}
     target_passes = new_passes = 0
     for shard in sorted({done[h] for h in hashes}):
         sh, e, meta = read_embeddings(shard)
@@ -226,20 +229,20 @@ def build_cache(embedder: Embedder, targets: dict[str, str], out_dir: Path, work
         **ident, "states": list(STATE_VALUES), "dim": int(raw.shape[-1]), "n_targets": len(hashes),
         "n_prototypes": int(raw.shape[0] * raw.shape[1]), "forward_passes": target_passes + proto_passes,
         "forward_passes_this_run": new_passes + proto_passes,
-        "centre": mean.tolist() if centre else None, "field_names": [DISPLAY_NAMES[f] for f in embedder.fields],
+        "centre": mean.float().tolist() if centre else None, "field_names": [DISPLAY_NAMES[f] for f in embedder.fields],
         "n_layers": embedder.teacher.n_layers, "seed": embedder.teacher.seed, "processes": world,
         "seconds": round(time.time() - t0, 2), "work": str(work), "semantic": None,
     }
+    prototypes, embeddings = (raw - mean).float(), (emb - mean).float()  # rounded to float32 once, here
     names = {DISPLAY_NAMES[f] for f in embedder.fields}
     if all(a in names and b in names for a, b in RELATED + UNRELATED):
-        sem = semantic_margin(raw - mean, embedder.fields)
+        sem = semantic_margin(prototypes, embedder.fields)
         manifest["semantic"] = {k: round(v, 4) for k, v in sem.items() if k != "pairs"}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({"prototypes": (raw - mean).contiguous()}, str(out_dir / PROTOTYPES))
-    write_embeddings(out_dir / TARGETS, hashes, emb - mean, ident)
-    stable = {k: v for k, v in manifest.items() if k not in RUN_KEYS}  # same params -> same bytes
-    (out_dir / MANIFEST).write_text(json.dumps(stable, indent=1) + "\n")
+    with atomic_dir(out_dir) as tmp:  # a complete cache or the previous one, never a mix
+        save_file({"prototypes": prototypes.contiguous()}, str(tmp / PROTOTYPES))
+        write_embeddings(tmp / TARGETS, hashes, embeddings, ident)
+        stable = {k: v for k, v in manifest.items() if k not in RUN_KEYS}  # same params -> same bytes
+        write_json(tmp / MANIFEST, stable, indent=1)
     return manifest
 
 

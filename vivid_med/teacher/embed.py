@@ -26,7 +26,7 @@ from vivid_med.teacher.load import Teacher
 from vivid_med.ums import cxr_record, provenance, target_text
 
 #: Bump when templates or pooling change: caches and work shards made before are then refused.
-EMBED_VERSION = "1"
+EMBED_VERSION = "2"
 
 PROMPT = "Read this chest X-ray and report every finding's state as UMS JSON."
 TEMPLATES = ("chat", "plain")
@@ -88,7 +88,8 @@ def render(tokenizer, template: str, prompt: str, answer: str) -> tuple[str, int
 
 
 class Embedder:
-    """Embeds UMS JSON answers with ``teacher``: float32 [N,D] from hidden layer ``teacher.layer``.
+    """Embeds UMS JSON answers with ``teacher``: float64 [N,D] from hidden layer ``teacher.layer`` (pooled in
+    float64, whatever the model's dtype: a float64 model gives the same numbers on any CPU).
 
     ``forward_passes`` counts the sequences run through the model (one per embedded answer).
     """
@@ -167,37 +168,37 @@ class Embedder:
 
     @torch.no_grad()
     def _forward(self, batch: list[tuple[list[int], list[float]]]) -> Tensor:
-        """Pool a padded batch: [B,D] float32."""
+        """Pool a padded batch: [B,D] float64."""
         n = max(len(ids) for ids, _ in batch)
         pad_id = self.teacher.tokenizer.pad_token_id or 0
         ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
         mask = torch.zeros(len(batch), n, dtype=torch.long)
-        pool = torch.zeros(len(batch), n)
+        pool = torch.zeros(len(batch), n, dtype=torch.float64)
         for b, (tid, keep) in enumerate(batch):
             sl = slice(0, len(tid)) if self.padding_side == "right" else slice(n - len(tid), n)
-            ids[b, sl], mask[b, sl], pool[b, sl] = torch.tensor(tid), 1, torch.tensor(keep)
+            ids[b, sl], mask[b, sl], pool[b, sl] = torch.tensor(tid), 1, torch.tensor(keep, dtype=torch.float64)
         dev = self.teacher.model.device
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.teacher.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                                  output_hidden_states=True)
         self.forward_passes += len(batch)
-        h = out.hidden_states[self.teacher.layer].float()  # [B,T,D]
+        h = out.hidden_states[self.teacher.layer].double()  # [B,T,D]
         return torch.einsum("btd,bt->bd", h, pool.to(dev)).cpu()
 
     def embed(self, answers: Sequence[str], names: Sequence[Sequence[str]] | None = None, batch_size: int = 16,
               progress: bool = False, desc: str = "teacher") -> Tensor:
-        """Embed answers (pooling over ``names``' spans; default: all fields) -> float32 [N,D]."""
+        """Embed answers (pooling over ``names``' spans; default: all fields) -> float64 [N,D]."""
         names = names if names is not None else [self.names] * len(answers)
         enc = self.encode(answers, names)
         order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))  # similar lengths share a batch
-        out = torch.empty(len(enc), self.teacher.hidden_size)
+        out = torch.empty(len(enc), self.teacher.hidden_size, dtype=torch.float64)
         for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, unit="batch"):
             idx = order[s:s + batch_size]
             out[idx] = self._forward([enc[i] for i in idx])
         return out
 
     def prototypes(self, batch_size: int = 16) -> Tensor:
-        """Every (field, state) pair rendered alone -> float32 [F,S,D] (raw, not centred)."""
+        """Every (field, state) pair rendered alone -> float64 [F,S,D] (raw, not centred)."""
         pairs = [(f, s) for f in self.fields for s in STATE_VALUES]
         emb = self.embed([prototype_text(f, s) for f, s in pairs], [[DISPLAY_NAMES[f]] for f, _ in pairs], batch_size)
         return emb.view(len(self.fields), len(STATE_VALUES), -1)
