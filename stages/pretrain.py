@@ -4,20 +4,38 @@ Reads data/records/, data/images/ and, for objectives that need them, data/teach
 models/teacher/<name>/. Writes checkpoints/<run>/ (a killed run resumes from there), dvclive/<run>/ (the training
 curve, step by step), models/<run>/, metrics/timing/pretrain_<run>.json and, last, metrics/pretrain/<run>.json.
 Each output is replaced whole (a kill leaves the old one or the new one).
+
+Processes: the environment variable ``VIVID_PROCESSES`` (``auto``, the default: one per CUDA GPU; an integer
+forces that many, also on the CPU with gloo). With more than one the stage replaces itself with torchrun
+(``--standalone``) running this same stage; every process trains its share of each batch (DDP), only rank 0
+writes. A runtime setting: it changes no result beyond float reduction order.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
+
+import torch
 
 from stages._params import fields, section
 from vivid_med.io import write_json
-from vivid_med.pretrain import PretrainParams, run
+from vivid_med.pretrain import PretrainParams, check_teacher, run
 from vivid_med.teacher.config import TeacherParams
 
 METRICS, TIMING = Path("metrics/pretrain"), Path("metrics/timing")
+
+
+def n_processes(value: str) -> int:
+    """``VIVID_PROCESSES``: ``auto`` -> one per CUDA GPU (at least 1); a positive integer as given."""
+    if value == "auto":
+        return max(1, torch.cuda.device_count())
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"VIVID_PROCESSES: {value!r} is neither auto nor a positive integer")
+    return int(value)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("run", help="a key of pretrain.runs in params.yaml")
     args = ap.parse_args(argv)
     params, teacher = section(PretrainParams, "pretrain"), section(TeacherParams, "teacher")
+    check_teacher(params.resolve(args.run), teacher)  # a params mistake is reported once, before any process starts
+    nproc = n_processes(os.environ.get("VIVID_PROCESSES", "auto"))
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:  # become torchrun (same pid: signals reach its workers)
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  f"--nproc-per-node={nproc}", "-m", "stages.pretrain", args.run])
     result = run(args.run, params, fields(), teacher)
     if result is None:  # not rank 0
         return

@@ -61,6 +61,12 @@ def write_cache(root) -> None:
     build_cache(embedder, targets, root / "data/teacher/pretrained", root / "work", progress=False)
 
 
+@pytest.fixture(autouse=True)
+def one_process(monkeypatch):
+    """The stage in one process (``auto`` would relaunch it under torchrun on a multi-GPU machine)."""
+    monkeypatch.setenv("VIVID_PROCESSES", "1")
+
+
 def pretrain_section(runs: dict, train_runs: list[str], **common: Any) -> dict:
     return {"train_runs": train_runs, "export": train_runs[0], "common": tiny_common(**common), "runs": runs}
 
@@ -188,3 +194,39 @@ def test_a_new_objective_is_one_class_and_a_params_entry(tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "metrics/pretrain/mine.json").read_text())
     assert metrics["objective"] == "toy" and metrics["steps"] == 3 and "toy" in metrics["final"]
     assert load_backbone(tmp_path / "models/mine") is not None
+
+
+def tsv(path) -> list[tuple[int, float]]:
+    """(step, value) rows of a DVCLive metric file."""
+    return [(int(a), float(b)) for a, b in (line.split("\t") for line in path.read_text().splitlines()[1:])]
+
+
+@pytest.mark.slow
+def test_stage_launches_torchrun_and_two_processes_match_one(tmp_path, monkeypatch):
+    """VIVID_PROCESSES=2: the stage relaunches itself under torchrun (gloo on the CPU); the export equals the
+    1-process run's up to float reduction order, and rank 0 alone writes (one summary line, one row per step).
+
+    state_classifier: its loss is a plain mean over the batch, so the mean over processes is the whole batch's
+    (bce and vivid normalise by per-process label counts, and vivid's InfoNCE sees per-process targets)."""
+    from faults import run as run_stage
+    from vivid_med.student import load_backbone
+
+    runs = {"state_classifier": {"objective": "state_classifier"}}
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        write_inputs(tmp_path / name, n=40)
+        write_params(tmp_path / name, pretrain=pretrain_section(runs, list(runs), steps=6))
+    procs = {}
+    for name, n in (("one", "1"), ("two", "2")):
+        monkeypatch.setenv("VIVID_PROCESSES", n)
+        procs[name] = run_stage(tmp_path / name, "-m", "stages.pretrain", "state_classifier")
+        assert procs[name].returncode == 0, procs[name].stderr[-3000:]
+    assert procs["two"].stdout.count("pretrain state_classifier: ") == 1
+    metrics = {n: json.loads((tmp_path / n / "metrics/pretrain/state_classifier.json").read_text()) for n in procs}
+    assert metrics["one"]["world_size"] == 1 and metrics["two"]["world_size"] == 2
+    one, two = (load_backbone(tmp_path / n / "models/state_classifier").state_dict() for n in procs)
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-4), k
+    curves = {n: tsv(tmp_path / n / "dvclive/state_classifier/plots/metrics/loss.tsv") for n in procs}
+    assert [s for s, _ in curves["two"]] == [1, 2, 3, 4, 5, 6]
+    assert np.allclose([v for _, v in curves["two"]], [v for _, v in curves["one"]], atol=1e-5)
