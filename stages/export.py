@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,7 @@ PROBE = ("linear probe on the frozen backbone's pooled (CLS) features; hyper-par
 def tensor_count(weights: Path) -> int:
     """Number of values in a safetensors file (read from its header)."""
     with safe_open(weights, framework="numpy") as f:
-        total = 0
-        for key in f.keys():
-            n = 1
-            for d in f.get_slice(key).get_shape():
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
 
 
 def training_data(pretrain: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -104,9 +99,10 @@ def model_card(run: str, config: dict[str, Any], sidecar: dict[str, Any], summar
     c, h, w = cfg["input_size"]
     repo = f"<user>/vivid-med-{run}"
     if real:
-        data = (f"**Trained on real data: {', '.join(real)}**{' (and SYNTHETIC ' + ', '.join(synthetic) + ')' if synthetic else ''}. "
-                "The weights are derived from it: check the data-use agreements of these datasets before sharing "
-                "or publishing them. The Apache-2.0 license covers vivid-med's code.")
+        also = f" (and SYNTHETIC {', '.join(synthetic)})" if synthetic else ""
+        data = (f"**Trained on real data: {', '.join(real)}**{also}. The weights are derived from it: check the "
+                "data-use agreements of these datasets before sharing or publishing them. The Apache-2.0 license "
+                "covers vivid-med's code.")
     else:
         data = (f"**The weights come from SYNTHETIC demo data** ({', '.join(synthetic) or 'no dataset recorded'}, "
                 "vivid-med's built-in cohort): they show that the pipeline works, nothing about real patients. "
@@ -129,7 +125,8 @@ Files: `config.json` and `model.safetensors` in timm's format (what `timm.models
 ```python
 import timm
 model = timm.create_model("local-dir:models/product", pretrained=True).eval()   # or "hf-hub:{repo}"
-tokens = model.forward_features(x)   # [B, 1 + N, {config['num_features']}]; model(x): pooled [B, {config['num_features']}]
+tokens = model.forward_features(x)   # [B, 1 + N, {config['num_features']}] tokens
+features = model(x)                  # [B, {config['num_features']}]: the CLS token, pooled
 ```
 
 ## Input normalisation

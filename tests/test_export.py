@@ -25,7 +25,8 @@ from vivid_med.student import SPD, create_backbone, export_student
 GREY_LEVEL = 1 / 255 / STD   # one step of an 8-bit pixel after normalisation
 SUMMARY = {
     "backbones": {"vivid": {"CheXpert-12 AUC": {"mean": 0.7, "std": 0.01, "n": 2}, "NIH-8 AUC": None,
-                            "LIDC AUC": {"mean": None, "std": None, "n": 2}, "new column": {"mean": 0.5, "std": 0.0, "n": 2}},
+                            "LIDC AUC": {"mean": None, "std": None, "n": 2},
+                            "new column": {"mean": 0.5, "std": 0.0, "n": 2}},
                   "bce": {"CheXpert-12 AUC": {"mean": 0.6, "std": 0.02, "n": 2}}},
     "data": {"chexpert_paper": "demo_mimic: train 10 / val 2 / test 4 images"},
     "synthetic_data": ["demo_mimic"],
@@ -121,7 +122,8 @@ def test_product_loads_through_timm_with_a_hub_card(project, exported):
 
     text = (product / "README.md").read_text()
     meta = yaml.safe_load(text.split("---\n")[1])
-    assert (meta["library_name"], meta["license"], meta["pipeline_tag"]) == ("timm", "apache-2.0", "image-feature-extraction")
+    assert (meta["library_name"], meta["license"], meta["pipeline_tag"]) == (
+        "timm", "apache-2.0", "image-feature-extraction")
     assert "synthetic-data" in meta["tags"] and meta["datasets"] == ["demo_mimic"]
     card = ModelCard(text)   # the Hub's own reader
     [result] = card.data.eval_results   # scored and of a known protocol: CheXpert-12 AUC only

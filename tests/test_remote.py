@@ -49,8 +49,8 @@ def test_push_then_clone_and_pull_gives_back_every_cached_output(tmp_path):
     status = json.loads(dvc(clone, "status", "--json").stdout)
     missing = {path for entries in status.values() for entry in entries
                for path, change in entry.get("changed outs", {}).items() if change == "deleted"}
-    other = {stage: entries for stage, entries in status.items()
-             if any(set(e) - {"changed outs"} or set(e.get("changed outs", {}).values()) - {"deleted"} for e in entries)}
+    other = {stage: entries for stage, entries in status.items() if any(
+        set(e) - {"changed outs"} or set(e.get("changed outs", {}).values()) - {"deleted"} for e in entries)}
     assert not other, f"a pulled clone differs beyond uncached outputs: {other}"
     assert missing <= uncached_outs(repo), missing - uncached_outs(repo)
     assert metric_files(clone) == metric_files(repo)
