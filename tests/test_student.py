@@ -7,6 +7,7 @@ import json
 import pytest
 import timm
 import torch
+from safetensors.torch import load_file
 
 from helpers import backbone_params
 from vivid_med.imaging import MEAN, STD
@@ -72,6 +73,9 @@ def test_export_is_timm_format_loading_through_local_dir_with_equal_features(tmp
     assert cfg == {"objective": "vivid", "spd": {"groups": 2, "queries": 2, "heads": 2},
                    "heads": "heads.safetensors", "n_params": count_params(backbone),
                    "bytes": (tmp_path / "model.safetensors").stat().st_size}
+    saved = load_file(tmp_path / "model.safetensors")   # the same tensors as the trained ViT's, only a new container
+    assert saved.keys() == backbone.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in backbone.state_dict().items())
     # the documented line: timm's own loader, nothing of vivid-med
     fresh = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
     x = torch.randn(3, 1, 32, 32)
