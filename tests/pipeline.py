@@ -10,27 +10,20 @@ from pathlib import Path
 
 import yaml
 
+from helpers import deep_merge
+
 REPO = Path(__file__).resolve().parents[1]
 #: What a copy leaves behind: the venv, outputs and caches (a copy starts like a fresh clone).
-_SKIP = {".venv", ".git", "data", "models", "metrics", "__pycache__", ".pytest_cache", "dvc.lock"}
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """``base`` updated recursively by ``override`` (lists and scalars are replaced)."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+_SKIP = {".git", "data", "models", "metrics", "dvclive", "checkpoints", "dvc.lock", ".lock-venv"}
+#: Skipped at any depth (virtual environments, e.g. the medspaCy benchmark's, and caches).
+_SKIP_ANYWHERE = {".venv", "__pycache__", ".pytest_cache"}
 
 
 def copy_repo(dest: Path, profile: str | None = "tiny") -> Path:
     """Copy the repository's sources to ``dest``, apply ``params.<profile>.yaml``, and make it a git repo."""
     def ignore(folder: str, names: list[str]) -> set[str]:
         top = Path(folder).resolve() == REPO
-        return {n for n in names if n in {"__pycache__", ".pytest_cache"} or (top and n in _SKIP)
+        return {n for n in names if n in _SKIP_ANYWHERE or (top and n in _SKIP)
                 or n.endswith(".egg-info") or (Path(folder).name == ".dvc" and n in {"cache", "tmp"})}
 
     shutil.copytree(REPO, dest, ignore=ignore)
