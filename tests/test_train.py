@@ -13,16 +13,23 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from helpers import backbone_params, section, train_params
+from helpers import TINY_VIT, backbone_params, section, train_params
 from vivid_med.data import AugmentParams, PretrainDataset, StepBatches, augmentation
 from vivid_med.objectives import OBJECTIVES
+from vivid_med.objectives.base import Objective
 from vivid_med.objectives.bce import BCEObjective
 from vivid_med.states import NULL_CODE
 from vivid_med.student import create_backbone
-from vivid_med.train import Student, lr_factor, train
+from vivid_med.train import Student, lr_factor, param_groups, train
 
-CFG = train_params(steps=6, grad_accum=2, warmup_steps=2)
-SHORT = train_params(steps=4)  # grad_accum 1, warm-up 1, a checkpoint every 2 steps
+
+def _params(**overrides):
+    """``train_params`` with ``layer_decay`` given (params.yaml may predate the key)."""
+    return train_params(**{"layer_decay": None, **overrides})
+
+
+CFG = _params(steps=6, grad_accum=2, warmup_steps=2)
+SHORT = _params(steps=4)  # grad_accum 1, warm-up 1, a checkpoint every 2 steps
 
 
 def _dataset(n: int = 40) -> PretrainDataset:
@@ -47,6 +54,56 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(55, 10, 100) == pytest.approx(0.5)
     assert lr_factor(100, 10, 100, min_ratio=0.1) == pytest.approx(0.1)
+
+
+class _Tokens(Objective):
+    """Heads with a learned query token, declared the timm way (``no_weight_decay``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query, self.head = nn.Parameter(torch.zeros(2, 32)), nn.Linear(32, 4)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"query"}
+
+
+def _groups_by_name(student: Student, cfg) -> dict[str, dict]:
+    """name -> {"lr", "weight_decay"} of the AdamW group holding that parameter."""
+    groups = param_groups(student, cfg)
+    ids = {id(p): g for g in groups for p in g["params"]}
+    assert len(ids) == sum(len(g["params"]) for g in groups), "a parameter in two groups"
+    return {n: {"lr": ids[id(p)]["lr"], "weight_decay": ids[id(p)]["weight_decay"]} for n, p in student.named_parameters()}
+
+
+def test_no_weight_decay_on_tokens_biases_and_norms():
+    cfg = _params(weight_decay=0.05, lr_vit=1e-3, lr_head=2e-3)
+    torch.manual_seed(0)
+    student = Student(create_backbone(backbone_params()), _Tokens())
+    groups = _groups_by_name(student, cfg)
+    decayed = {n for n, g in groups.items() if g["weight_decay"] == 0.05}
+    assert {"backbone.patch_embed.proj.weight", "backbone.blocks.0.attn.qkv.weight", "objective.head.weight"} <= decayed
+    assert not {"backbone.pos_embed", "backbone.cls_token", "backbone.patch_embed.proj.bias",
+                "backbone.blocks.0.norm1.weight", "objective.query", "objective.head.bias"} & decayed
+    assert decayed == {n for n, p in student.named_parameters()
+                       if p.ndim >= 2 and n not in {"backbone.pos_embed", "backbone.cls_token", "objective.query"}}
+    assert {g["lr"] for n, g in groups.items() if n.startswith("backbone.")} == {1e-3}
+    assert {g["lr"] for n, g in groups.items() if n.startswith("objective.")} == {2e-3}
+
+
+def test_layer_decay_scales_layer_k_by_decay_to_the_depth_minus_k():
+    """timm's layers: 0 the embeddings, k = 1..depth the block ``blocks.{k-1}`` (the final norm with the last)."""
+    depth, decay = 3, 0.5
+    cfg = _params(layer_decay=decay, lr_vit=1e-3, lr_head=2e-3)
+    torch.manual_seed(0)
+    student = Student(create_backbone(backbone_params(kwargs={**TINY_VIT["kwargs"], "depth": depth})), _Tokens())
+    groups = _groups_by_name(student, cfg)
+    for k in range(1, depth + 1):
+        lrs = [g["lr"] for n, g in groups.items() if n.startswith(f"backbone.blocks.{k - 1}.")]
+        assert lrs and lrs == pytest.approx([1e-3 * decay ** (depth - k)] * len(lrs)), k
+    for name in ("pos_embed", "cls_token", "patch_embed.proj.weight"):
+        assert groups[f"backbone.{name}"]["lr"] == pytest.approx(1e-3 * decay ** depth), name
+    assert groups["backbone.norm.weight"]["lr"] == 1e-3 and groups["objective.query"]["lr"] == 2e-3
+    assert groups["backbone.pos_embed"]["weight_decay"] == 0 and groups["backbone.blocks.0.mlp.fc1.weight"]["weight_decay"] > 0
 
 
 def test_batches_depend_only_on_step_and_split_over_ranks():

@@ -1,8 +1,8 @@
 """The pretraining loop: plain PyTorch, one process per device under torchrun (DDP), resumable.
 
-Read top to bottom: set up (distributed, seeds), build optimizer and schedule, resume from the last
-checkpoint if its fingerprint matches, then loop: micro-batches with gradient accumulation, a NaN guard,
-clipping, an AdamW step, a DVCLive step (rank 0), and a checkpoint every ``checkpoint_every`` steps.
+Read top to bottom: set up (distributed, seeds), build optimizer (timm's parameter groups) and schedule, resume
+from the last checkpoint if its fingerprint matches, then loop: micro-batches with gradient accumulation, a NaN
+guard, clipping, an AdamW step, a DVCLive step (rank 0), and a checkpoint every ``checkpoint_every`` steps.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 from dvclive import Live
+from pydantic import Field
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -48,6 +51,7 @@ class TrainParams(StrictParams):
     checkpoint_every: PositiveInt
     num_workers: NonNegativeInt
     amp: Literal["auto", "bf16", "off"]  # auto: bf16 autocast on GPUs that support it
+    layer_decay: Annotated[float, Field(gt=0, le=1)] | None = None  # ViT layer k of D learns at lr_vit x this^(D-k)
 
 
 class Student(nn.Module):
@@ -83,14 +87,31 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def no_weight_decay(module: nn.Module) -> set[str]:
+    """Parameters of ``module`` exempt from weight decay by name, timm's convention: what each submodule's
+    ``no_weight_decay()`` names (a timm ViT: pos_embed, cls_token, reg_token; objective heads: their learned
+    query and readout tokens)."""
+    return {f"{prefix}.{name}" if prefix else name for prefix, m in module.named_modules()
+            if callable(getattr(m, "no_weight_decay", None)) for name in m.no_weight_decay()}
+
+
 def param_groups(student: Student, cfg: TrainParams) -> list[dict[str, Any]]:
-    """AdamW groups: ViT vs heads (own learning rates), weight decay only on matrices (ndim >= 2)."""
+    """AdamW groups from timm's helpers: the ViT at ``lr_vit``, the heads at ``lr_head``; no weight decay on 1-D
+    parameters, biases and ``no_weight_decay`` names. With ``layer_decay`` the ViT's groups are timm's
+    ``param_groups_layer_decay``: layer k of a ViT of depth D learns at lr_vit x layer_decay^(D - k), where timm
+    numbers the embeddings 0 and ``blocks.i`` i + 1 (the final norm goes with the last block, at lr_vit)."""
+    vit, heads = student.backbone, student.objective
+    if cfg.layer_decay is None:
+        vit_groups = param_groups_weight_decay(vit, cfg.weight_decay, no_weight_decay_list=no_weight_decay(vit))
+    else:
+        vit_groups = param_groups_layer_decay(vit, cfg.weight_decay, no_weight_decay_list=no_weight_decay(vit),
+                                              layer_decay=cfg.layer_decay)
+    head_groups = param_groups_weight_decay(heads, cfg.weight_decay, no_weight_decay_list=no_weight_decay(heads))
     groups = []
-    for part, lr in ((student.backbone, cfg.lr_vit), (student.objective, cfg.lr_head)):
-        params = [p for p in part.parameters() if p.requires_grad]
-        groups.append({"params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": cfg.weight_decay})
-        groups.append({"params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0})
-    return [g for g in groups if g["params"]]
+    for lr, part in ((cfg.lr_vit, vit_groups), (cfg.lr_head, head_groups)):
+        for g in part:
+            groups.append({"params": g["params"], "weight_decay": g["weight_decay"], "lr": lr * g.get("lr_scale", 1.0)})
+    return groups
 
 
 def trainable_state(student: nn.Module) -> dict[str, torch.Tensor]:
@@ -184,8 +205,8 @@ def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, 
         torch.use_deterministic_algorithms(True, warn_only=True)
     student.to(device)
     opt = torch.optim.AdamW(param_groups(student, cfg), betas=(0.9, 0.999))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    schedule = partial(lr_factor, warmup=cfg.warmup_steps, total=cfg.steps, min_ratio=cfg.min_lr_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     ckpt = Path(ckpt_dir) / "last.pt"
     start, last_saved, last, wall_before, curve_rows = 0, None, {}, 0.0, []
     state = load_checkpoint(ckpt, fingerprint)
@@ -242,11 +263,11 @@ def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, 
         if not torch.isfinite(grad_norm):
             raise FloatingPointError(f"step {step}: non-finite gradient norm; stopped. Last good checkpoint: "
                                      f"{ckpt if last_saved is not None else 'none'} (step {last_saved})")
-        lrs = [g["lr"] for g in opt.param_groups]
+        lrs = {"lr_vit": cfg.lr_vit * schedule(step), "lr_head": cfg.lr_head * schedule(step)}  # peak x schedule
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        last = {"step": step + 1, "lr_vit": lrs[0], "lr_head": lrs[-1], **sums, "grad_norm": float(grad_norm)}
+        last = {"step": step + 1, **lrs, **sums, "grad_norm": float(grad_norm)}
         curve.add({**last, "timing/images_per_s": round(cfg.batch_size / (time.perf_counter() - t_step), 1)})
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             if rank == 0:
