@@ -51,33 +51,48 @@ def _write_dataset(root: Path, name: str, n_patients: int, rng: np.random.Genera
     return df
 
 
-@pytest.fixture()
-def workdir(tmp_path, monkeypatch):
+def make_project(root: Path) -> Path:
+    """A project in ``root`` ready for ``evaluate@tiny``: records and image stores of src / tgt, an OrganAMNIST-like
+    set, a 2-block ViT with SPD heads in models/tiny, and params.yaml with ``PARAMS``."""
     rng = np.random.default_rng(0)
-    _write_dataset(tmp_path, "src", 60, rng)
-    _write_dataset(tmp_path, "tgt", 20, rng)
+    _write_dataset(root, "src", 60, rng)
+    _write_dataset(root, "tgt", 20, rng)
     imgs = {s: rng.integers(0, 255, (n, 28, 28), dtype=np.uint8) for s, n in (("train", 66), ("val", 22), ("test", 33))}
     labels = {s: np.arange(len(v)) % 11 for s, v in imgs.items()}
     for s in imgs:  # class-dependent brightness so the probe has something to find
         imgs[s] = np.clip(imgs[s] // 4 + 20 * labels[s][:, None, None], 0, 255).astype(np.uint8)
-    np.savez(tmp_path / "organ.npz", **{f"{s}_images": v for s, v in imgs.items()},
+    np.savez(root / "organ.npz", **{f"{s}_images": v for s, v in imgs.items()},
              **{f"{s}_labels": labels[s][:, None] for s in imgs})
     cfg = backbone_params(kwargs={"depth": 2})
     backbone = create_backbone(cfg)
     spd = build_spd(backbone.num_features, SPDParams(groups=2, queries=2, heads=4))
-    export_student(backbone, nn.ModuleDict({"spd": spd}), tmp_path / "models/tiny", cfg, "vivid")
-    write_params(tmp_path, replace={"evaluate": PARAMS})
-    monkeypatch.chdir(tmp_path)
+    export_student(backbone, nn.ModuleDict({"spd": spd}), root / "models/tiny", cfg, "vivid")
+    write_params(root, replace={"evaluate": PARAMS})
+    return root
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(make_project(tmp_path))
     return tmp_path
 
 
 def _run(params: dict | None = None) -> dict:
+    """The stage on models/tiny; returns its detail (metrics/eval/detail/tiny.json)."""
     from stages import evaluate
 
     if params is not None:
         write_params(Path("."), replace={"evaluate": params})
     evaluate.main(["tiny"])
-    return json.loads(Path("metrics/eval/tiny.json").read_text())
+    return json.loads(Path("metrics/eval/detail/tiny.json").read_text())
+
+
+def _leaves(obj: dict, prefix: str = "") -> dict[str, object]:
+    """{dotted key: value} of every leaf of a nested dict."""
+    out: dict[str, object] = {}
+    for k, v in obj.items():
+        out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def test_evaluate_and_summarize_end_to_end(workdir):
@@ -92,21 +107,35 @@ def test_evaluate_and_summarize_end_to_end(workdir):
     assert m["organamnist"]["auc_n_classes"] == 11 and m["organamnist"]["accuracy"]["mean"] > 0.2
     assert "src: train" in m["data"]["chexpert_paper"]
     first = Path("metrics/eval/tiny.json").read_bytes()
-    assert len(first) < 20_000
-    assert Path("data/features/tiny/src.npz").exists() and Path("data/features/tiny/plots/roc_chexpert.csv").exists()
+    lean = json.loads(first)
+    assert set(lean) == {"chexpert_paper", "chexpert_standard", "nih8", "organamnist", "synthetic_data"}
+    numbers, detail_numbers = _leaves(lean), _leaves(m)
+    del numbers["synthetic_data"]
+    assert len(numbers) == 2 * (2 + 2 + 1 + 2) and all(k.endswith((".mean", ".std")) for k in numbers)
+    assert all(v == detail_numbers[k] for k, v in numbers.items())  # the headline: the detail's numbers, unchanged
+    assert Path("data/features/tiny/src.npz").exists()
+    assert set(pd.read_csv("data/features/tiny/plots/roc_chexpert_paper.csv")["field"]) <= set(PRETRAIN_FIELDS)
     with np.load("data/features/tiny/plots/attention.npz") as z:
         assert z["maps"].shape == (2, 2, 4, 4)  # 2 examples x 2 SPD groups x the 4x4 patch grid
     emb = pd.read_csv("data/features/tiny/plots/embedding.csv")
     assert set(emb["finding"]) <= set(PRETRAIN_FIELDS) | {"none", "multiple", "unlabelled"} and len(emb) == 22
+    detail = Path("metrics/eval/detail/tiny.json").read_bytes()
     _run()
     assert Path("metrics/eval/tiny.json").read_bytes() == first  # same params -> same bytes
+    assert Path("metrics/eval/detail/tiny.json").read_bytes() == detail
 
     summarize.main([])
     md = Path("metrics/summary.md").read_text()
     assert "| tiny |" in md and "CheXpert-12 AUC" in md and "organamnist" in md
-    assert json.loads(Path("metrics/summary.json").read_text())["backbones"]["tiny"]["CheXpert-12 AUC"]["n"] == 2
-    for png in ("per_field_auc.png", "roc_chexpert_tiny.png", "tsne_tiny.png", "attention_tiny.png"):
+    summary = json.loads(Path("metrics/summary.json").read_text())
+    assert summary["backbones"]["tiny"]["CheXpert-12 AUC"] == {**lean["chexpert_paper"]["auc"], "n": 2}
+    for png in ("per_field_auc.png", "roc_chexpert_paper_tiny.png", "roc_chexpert_paper.png", "roc_nih8.png",
+                "tsne_tiny.png", "attention_tiny.png"):
         assert Path("metrics/plots", png).stat().st_size > 1000
+    bars = pd.read_csv("metrics/plots/per_field_auc.csv")
+    assert list(bars.columns) == ["finding", "backbone", "auc"] and len(bars) == 12
+    roc = pd.read_csv("metrics/plots/roc_chexpert_paper.csv")
+    assert list(roc.columns) == ["backbone", "fpr", "tpr"] and set(roc["backbone"]) == {"tiny"}
 
 
 @pytest.mark.parametrize("key,value,message", [

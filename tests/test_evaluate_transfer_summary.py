@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vivid_med.evaluate.metrics import aggregate
-from vivid_med.evaluate.plots import finding_groups, roc_points
+from vivid_med.evaluate.metrics import aggregate, masked_auc
+from vivid_med.evaluate.plots import FPR_GRID, finding_groups, macro_roc, per_field_auc, roc_points
 from vivid_med.evaluate.summary import build_summary
 from vivid_med.evaluate.transfer import NIH_LABELS, nih_label_matrix, shared_columns, transfer_scores
 from vivid_med.fields import FIELDS, NIH_SHARED_FIELDS
@@ -51,12 +51,35 @@ def test_plot_data():
     assert list(groups) == ["a", "multiple", "none", "unlabelled"]
 
 
+def test_macro_roc_is_the_mean_curve_and_its_area_the_macro_auc():
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 4)) < [0.1, 0.3, 0.5, 0.02]).astype(np.float32)
+    y[rng.random(y.shape) < 0.2] = np.nan  # unlabelled entries are left out, as by the probes
+    scores = np.clip(0.3 * np.nan_to_num(y) + rng.random(y.shape), 0, None)
+    fields = ("a", "b", "c", "d")
+    curve = macro_roc(roc_points(y, scores, fields))
+    assert list(curve.columns) == ["fpr", "tpr"] and len(curve) == len(FPR_GRID) + 1
+    assert curve.iloc[0].tolist() == [0.0, 0.0] and curve.iloc[-1].tolist() == [1.0, 1.0]
+    assert (np.diff(curve["fpr"]) >= 0).all() and (np.diff(curve["tpr"]) >= 0).all()
+    macro = masked_auc(y, scores, fields)["macro"]
+    assert abs(np.trapezoid(curve["tpr"], curve["fpr"]) - macro) <= 0.005 + 1e-4
+    assert macro_roc(roc_points(y[:, :0], scores[:, :0], ())).empty
+
+
+def test_per_field_auc_is_long_with_nulls_kept():
+    details = {b: {"chexpert_paper": {"per_field_auc": {"a": {"mean": v}, "b": {"mean": None}}}}
+               for b, v in (("vivid", 0.8), ("bce", 0.7))}
+    bars = per_field_auc(details)
+    assert list(bars.columns) == ["finding", "backbone", "auc"]
+    assert [(r.finding, r.backbone, None if np.isnan(r.auc) else r.auc) for r in bars.itertuples()] == [
+        ("a", "vivid", 0.8), ("b", "vivid", None), ("a", "bce", 0.7), ("b", "bce", None)]
+
+
 def test_pretraining_seeds_are_aggregated_by_the_same_code():
     def ev(a: float) -> dict:
         return {"chexpert_paper": aggregate({"seed0": {"auc": a, "f1": 0.9}, "seed1": {"auc": a + 0.02, "f1": 0.9}})}
 
     md, js = build_summary({"bce_seed0": ev(0.70), "bce_seed1": ev(0.80), "vivid": ev(0.5)})
     row = js["backbones"]["bce (pretraining seeds)"]["CheXpert-12 AUC"]
-    assert row["mean"] == pytest.approx(0.76) and row["values"] == {"bce_seed0": pytest.approx(0.71),
-                                                                   "bce_seed1": pytest.approx(0.81)}
+    assert row == {"mean": pytest.approx(0.76), "std": pytest.approx(0.0707, abs=1e-4), "n": 2}
     assert "| bce (2 pretraining seeds) | 0.760 ± 0.071 |" in md

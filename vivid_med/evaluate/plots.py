@@ -1,8 +1,13 @@
-"""Plot data (CSV) and PNGs (matplotlib, Agg): ROC curves, per-field AUC bars, t-SNE maps, SPD attention."""
+"""Plot data (CSV) and PNGs (matplotlib, Agg): ROC curves, per-field AUC bars, t-SNE maps, SPD attention.
+
+Every file goes through ``vivid_med.io`` (complete or absent). ``write_plots`` makes metrics/plots/: long tables
+for ``dvc plots`` (the series named in a column: ``backbone``) and PNGs for people who look at files.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,6 +17,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
+
+from vivid_med.io import atomic_path, failpoint  # noqa: E402
+
+#: FPR grid of the macro-average ROC curve (``macro_roc``).
+FPR_GRID = np.linspace(0.0, 1.0, 101)
+#: Protocols with ROC data (data/features/<run>/plots/roc_<protocol>.csv, written by the evaluate stage).
+ROC_PROTOCOLS = ("chexpert_paper", "nih8")
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def roc_points(y: np.ndarray, scores: np.ndarray, fields: tuple[str, ...] | list[str]) -> pd.DataFrame:
@@ -24,6 +41,57 @@ def roc_points(y: np.ndarray, scores: np.ndarray, fields: tuple[str, ...] | list
         fpr, tpr, _ = roc_curve(y[m, j], scores[m, j])
         rows.append(pd.DataFrame({"field": f, "fpr": fpr.round(4), "tpr": tpr.round(4)}))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["field", "fpr", "tpr"])
+
+
+def macro_roc(points: pd.DataFrame) -> pd.DataFrame:
+    """The macro-average ROC curve (fpr, tpr) of per-field curves (``roc_points``): each field's TPR linearly
+    interpolated on ``FPR_GRID`` (the upper point where a curve jumps vertically), averaged over fields, from (0, 0).
+    Its area equals the macro AUC of the same scores within half a grid step (0.005). Empty without fields."""
+    if points.empty:
+        return pd.DataFrame(columns=["fpr", "tpr"])
+    tpr = np.mean([np.interp(FPR_GRID, g["fpr"], g["tpr"]) for _, g in points.groupby("field", sort=False)], axis=0)
+    return pd.DataFrame({"fpr": np.r_[0.0, FPR_GRID].round(2), "tpr": np.r_[0.0, tpr].round(4)})
+
+
+def per_field_auc(details: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Long table (finding, backbone, auc): paper-protocol test AUC per reported field, mean over probe seeds
+    (empty where the field could not be scored), from {backbone: ``suite.run`` result}."""
+    return pd.DataFrame([{"finding": f, "backbone": b, "auc": (v or {}).get("mean")}
+                         for b, d in details.items() for f, v in d["chexpert_paper"]["per_field_auc"].items()],
+                        columns=["finding", "backbone", "auc"])
+
+
+def write_plots(details: dict[str, dict[str, Any]], features: Path, out: Path) -> None:
+    """metrics/plots/ into ``out``: per protocol the macro-average ROC of each backbone (roc_<protocol>.csv/.png,
+    from the first probe seed's per-field ROC data in ``features``/<backbone>/plots/), per-field AUC bars
+    (per_field_auc.csv/.png), and per backbone its per-field ROC curves (roc_<protocol>_<backbone>.png), t-SNE map
+    and SPD attention (PNG)."""
+    bars = per_field_auc(details)
+    write_csv(bars, out / "per_field_auc.csv")
+    plot_field_bars(bars, out / "per_field_auc.png", "CheXpert-style probe (paper protocol): test AUC per field")
+    for protocol in ROC_PROTOCOLS:
+        curves = []
+        for b in details:
+            src = features / b / "plots" / f"roc_{protocol}.csv"
+            if src.exists():
+                points = pd.read_csv(src)
+                plot_roc(points, out / f"roc_{protocol}_{b}.png",
+                         f"{b}: {protocol} test ROC per field (first probe seed)")
+                curves.append(macro_roc(points).assign(backbone=b))
+        if curves:
+            macro = pd.concat(curves, ignore_index=True)[["backbone", "fpr", "tpr"]]
+            write_csv(macro, out / f"roc_{protocol}.csv")
+            plot_roc(macro, out / f"roc_{protocol}.png", f"{protocol}: macro-average test ROC (first probe seed)",
+                     by="backbone")
+    failpoint("summarize:plots")
+    for b in details:
+        emb = features / b / "plots" / "embedding.csv"
+        if emb.exists():
+            plot_embedding(pd.read_csv(emb), out / f"tsne_{b}.png", f"{b}: t-SNE of test features")
+        att = features / b / "plots" / "attention.npz"
+        if att.exists():
+            with np.load(att) as z:
+                plot_attention(z["images"], z["maps"], out / f"attention_{b}.png", f"{b}: SPD attention per group")
 
 
 def finding_groups(y: np.ndarray, fields: tuple[str, ...] | list[str]) -> np.ndarray:
@@ -45,18 +113,20 @@ def embedding_2d(features: np.ndarray, max_points: int, seed: int = 0) -> tuple[
     return idx, xy.round(3)
 
 
-def plot_roc(df: pd.DataFrame, path: Path, title: str) -> None:
+def plot_roc(df: pd.DataFrame, path: Path, title: str, by: str = "field") -> None:
+    """One ROC line per value of column ``by`` (df columns: ``by``, fpr, tpr)."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    for f, g in df.groupby("field", sort=False):
-        ax.plot(g["fpr"], g["tpr"], lw=1, label=f)
+    for name, g in df.groupby(by, sort=False):
+        ax.plot(g["fpr"], g["tpr"], lw=1, label=name)
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(fontsize=6, loc="lower right")
     _save(fig, path)
 
 
-def plot_field_bars(table: pd.DataFrame, path: Path, title: str) -> None:
-    """Grouped bars: table index = fields, columns = backbones, values = AUC (NaN = null)."""
+def plot_field_bars(bars: pd.DataFrame, path: Path, title: str) -> None:
+    """Grouped bars, one group per finding and one bar per backbone, from ``per_field_auc`` (no bar where null)."""
+    table = bars.pivot(index="finding", columns="backbone", values="auc").astype(float)
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(table)), 4))
     width = 0.8 / max(1, table.shape[1])
     x = np.arange(len(table))
@@ -98,7 +168,7 @@ def plot_attention(images: np.ndarray, maps: np.ndarray, path: Path, title: str)
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)

@@ -6,12 +6,16 @@
 - ``nih8``: the paper-protocol heads applied unchanged to the target set's test split on the 8 shared labels;
 - one single-label probe per ``image_sets`` entry (CT, MedMNIST, real data).
 
+``run`` returns every number (per seed, per field, with the data behind each protocol described): the stage
+writes it to metrics/eval/detail/<run>.json, and ``headline`` of it to metrics/eval/<run>.json (the DVC metric).
+
 From a notebook (the stage ``evaluate@<run>`` does exactly this)::
 
-    from vivid_med.evaluate import EvaluateParams, run
+    from vivid_med.evaluate.suite import EvaluateParams, headline, run
     from vivid_med.params import load_fields, load_section
-    metrics = run("models/bce", load_section(EvaluateParams, "params.yaml", "evaluate"), load_fields("params.yaml"),
-                  "data/features/bce")
+    detail = run("models/bce", load_section(EvaluateParams, "params.yaml", "evaluate"), load_fields("params.yaml"),
+                 "data/features/bce")
+    metrics = headline(detail)
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from pydantic import Field, field_validator, model_validator
 
 from vivid_med.evaluate.features import RowView, cached_features, spd_attention_maps
 from vivid_med.evaluate.metrics import rounded
-from vivid_med.evaluate.plots import embedding_2d, finding_groups, roc_points
+from vivid_med.evaluate.plots import embedding_2d, finding_groups, roc_points, write_csv
 from vivid_med.evaluate.probes import ProbeParams, UncertainPolicy, probe_targets
 from vivid_med.evaluate.protocols import ProbeData, run_probe, transfer_probe
 from vivid_med.fields import FIELDS, NIH_SHARED_FIELDS, check_fields
 from vivid_med.imaging import ImageStore
+from vivid_med.io import atomic_path, failpoint
 from vivid_med.params import NonNegativeInt, PositiveInt, Seeds, StrictParams
 from vivid_med.sources import ImageSetSpec, open_dataset
 from vivid_med.sources.base import check_patient_splits, is_synthetic
@@ -39,6 +44,8 @@ from vivid_med.student.export import load_student
 from vivid_med.tables import read_records, synthetic_datasets
 
 LabelFraction = Annotated[float, Field(gt=0.0, le=1.0)]
+#: Sections of ``run``'s result that are not a protocol's metrics.
+META_KEYS = ("backbone", "data", "synthetic_data")
 
 
 class PlotParams(StrictParams):
@@ -126,16 +133,20 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
     out["chexpert_paper"] = {**res.metrics, "n_report_fields": len(fields)}
     out["data"]["chexpert_paper"] = (f"{src.describe(params.source)}; probe trained on train, selected on val, "
                                      f"tested on test; {len(fields)} fields, blank and uncertain ignored")
-    roc_points(res.test_labels, res.test_scores, FIELDS).to_csv(plot_dir / "roc_chexpert.csv", index=False)
+    reported = [FIELDS.index(f) for f in fields]
+    write_csv(roc_points(res.test_labels[:, reported], res.test_scores[:, reported], fields),
+              plot_dir / "roc_chexpert_paper.csv")
     test = splits == "test"
     idx, xy = embedding_2d(x_src[test], params.plots.tsne_points)
-    shown = paper.labels[test][idx][:, [FIELDS.index(f) for f in fields]]
-    pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "finding": finding_groups(shown, fields)}).to_csv(
-        plot_dir / "embedding.csv", index=False)
+    shown = paper.labels[test][idx][:, reported]
+    write_csv(pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "finding": finding_groups(shown, fields)}),
+              plot_dir / "embedding.csv")
     examples = np.flatnonzero(test)[:params.plots.attention_examples]
     maps = spd_attention_maps(student, src.images[examples])
     if maps is not None:
-        np.savez_compressed(plot_dir / "attention.npz", images=src.images[examples], maps=maps)
+        with atomic_path(plot_dir / "attention.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, images=src.images[examples], maps=maps)
+    failpoint("evaluate:probes")
 
     # Standard protocol: blank = negative, per-field uncertain policy, label fractions by patient.
     std_targets = probe_targets(src.frame, FIELDS, blank="zeros", uncertain=params.uncertain_policy)
@@ -155,7 +166,7 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
                          NIH_SHARED_FIELDS, f"{params.target} transfer")
     out["nih8"] = {**nih.metrics, "n_report_fields": len(NIH_SHARED_FIELDS)}
     out["data"]["nih8"] = f"{params.target} test split ({int(t.sum())} images), heads of chexpert_paper unchanged"
-    roc_points(nih.test_labels, nih.test_scores, NIH_SHARED_FIELDS).to_csv(plot_dir / "roc_nih8.csv", index=False)
+    write_csv(roc_points(nih.test_labels, nih.test_scores, NIH_SHARED_FIELDS), plot_dir / "roc_nih8.csv")
 
     # CT and other single-label sets (registered dataset kinds).
     for name, options in image_sets.items():
@@ -173,3 +184,18 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
     out["synthetic_data"] = sorted(synthetic_datasets(records_dir, (params.source, params.target)) + [
         name for name, options in image_sets.items() if is_synthetic(options.root)])
     return rounded(out)
+
+
+def headline(detail: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of ``run``'s result (metrics/eval/<run>.json): each protocol's macro scores as mean and
+    std over probe seeds (the paper protocol's AUC and F1, the standard protocol's AUC per label fraction, NIH-8
+    AUC, each image set's AUC and accuracy) and ``synthetic_data``. The same values as in ``detail``."""
+    def pick(section: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+        return {k: {s: section[k][s] for s in ("mean", "std")} for k in keys if k in section}
+
+    out = {"chexpert_paper": pick(detail["chexpert_paper"], ("auc", "f1")),
+           "chexpert_standard": {pct: pick(sec, ("auc",)) for pct, sec in detail["chexpert_standard"].items()},
+           "nih8": pick(detail["nih8"], ("auc",))}
+    out.update({name: pick(sec, ("auc", "accuracy")) for name, sec in detail.items()
+                if name not in out and name not in META_KEYS})
+    return {**out, "synthetic_data": detail["synthetic_data"]}

@@ -1,4 +1,9 @@
-"""The comparison table: rows = backbones, columns = the paper's table columns (mean +- std over seeds)."""
+"""The comparison table: rows = backbones, columns = the paper's table columns (mean +- std over seeds).
+
+``build_summary`` reads the detail of each backbone (``suite.run``'s result: metrics/eval/detail/<run>.json). Its JSON
+is a DVC metric, so it holds the headline only: ``backbones[<row>][<column title>] = {mean, std, n}``, the data
+behind each column (``data``) and ``synthetic_data``.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ PAPER_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
 STANDARD_COLUMNS: tuple[tuple[str, str], ...] = (("1% labels", "pct1"), ("10% labels", "pct10"), ("100% labels", "pct100"))
 
 
+def _stat(stat: Any) -> dict[str, Any] | None:
+    """{mean, std, n} of an aggregated metric (None where not evaluated)."""
+    return {k: stat.get(k) for k in ("mean", "std", "n")} if isinstance(stat, dict) else None
+
+
 def _cell(stat: Any, n_fields: Any = None, n_total: int | None = None) -> str:
     if not isinstance(stat, dict):
         return "n/a"
@@ -35,7 +45,7 @@ def _cell(stat: Any, n_fields: Any = None, n_total: int | None = None) -> str:
 
 
 def build_summary(evals: dict[str, dict]) -> tuple[str, dict]:
-    """Markdown table and JSON summary from {backbone: metrics/eval/<backbone>.json contents}."""
+    """Markdown table and JSON summary from {backbone: metrics/eval/detail/<backbone>.json contents}."""
     rows: dict[str, dict] = {}
     data: dict[str, str] = {}
     md_paper, md_std = [], []
@@ -44,13 +54,13 @@ def build_summary(evals: dict[str, dict]) -> tuple[str, dict]:
         for title, section, key, nkey in PAPER_COLUMNS:
             sec = ev.get(section, {})
             stat = sec.get(key)
-            row[title] = {k: stat.get(k) for k in ("mean", "std", "n")} if isinstance(stat, dict) else None
+            row[title] = _stat(stat)
             cells.append(_cell(stat, sec.get(nkey) if nkey else None, sec.get("n_report_fields")))
         md_paper.append(f"| {name} | " + " | ".join(cells) + " |")
         std_cells = []
         for title, key in STANDARD_COLUMNS:
             sec = ev.get("chexpert_standard", {}).get(key, {})
-            row[f"standard {title}"] = {k: sec["auc"].get(k) for k in ("mean", "std", "n")} if "auc" in sec else None
+            row[f"standard {title}"] = _stat(sec.get("auc"))
             std_cells.append(_cell(sec.get("auc"), sec.get("auc_n_fields"), sec.get("n_report_fields")))
         for k, v in ev.get("data", {}).items():
             data.setdefault(k, v)
@@ -59,7 +69,7 @@ def build_summary(evals: dict[str, dict]) -> tuple[str, dict]:
 
     for run, names in pretrain_seed_groups(rows).items():
         agg = aggregate({n: {t: (rows[n][t] or {}).get("mean") for t, *_ in PAPER_COLUMNS} for n in names})
-        rows[f"{run} (pretraining seeds)"] = agg
+        rows[f"{run} (pretraining seeds)"] = {t: _stat(stat) for t, stat in agg.items()}
         md_paper.append(f"| {run} ({len(names)} pretraining seeds) | " + " | ".join(
             _cell(agg[t]) for t, *_ in PAPER_COLUMNS) + " |")
 
@@ -69,9 +79,10 @@ def build_summary(evals: dict[str, dict]) -> tuple[str, dict]:
         "# Evaluation summary", "",
         *([f"**SYNTHETIC data**: {', '.join(synthetic)} come from the built-in demo cohort; these numbers show that "
            "the pipeline works and how objectives compare on it, nothing about real patients.", ""] if synthetic else []),
-        "Linear probes on frozen backbones; mean ± std over probe seeds (per-seed values in metrics/eval/*.json).",
-        "`[k/K fields]`: the macro average was taken over k fields only (the others had no positives or no",
-        "negatives on the test split; their AUC is null). null: no field or class could be scored; n/a: not evaluated.", "",
+        "Linear probes on frozen backbones; mean ± std over probe seeds (per-seed and per-field values in",
+        "metrics/eval/detail/*.json). `[k/K fields]`: the macro average was taken over k fields only (the others had",
+        "no positives or no negatives on the test split; their AUC is null). null: no field or class could be scored;",
+        "n/a: not evaluated.", "",
         "## Paper protocol", "", head, "|" + " --- |" * (len(PAPER_COLUMNS) + 1), *md_paper, "",
         "## Standard protocol (label fractions, blank = negative, per-field uncertain policy; macro AUC)", "",
         "| backbone | " + " | ".join(t for t, _ in STANDARD_COLUMNS) + " |",
