@@ -30,11 +30,16 @@ METRICS, TIMING = Path("metrics/pretrain"), Path("metrics/timing")
 
 
 def n_processes(value: str) -> int:
-    """``VIVID_PROCESSES``: ``auto`` -> one per CUDA GPU (at least 1); a positive integer as given."""
+    """``VIVID_PROCESSES``: ``auto`` -> one per CUDA GPU (at least 1); a positive integer as given (no more than the
+    GPUs where there are any: each process takes one)."""
+    gpus = torch.cuda.device_count()
     if value == "auto":
-        return max(1, torch.cuda.device_count())
+        return max(1, gpus)
     if not value.isdigit() or int(value) < 1:
         raise SystemExit(f"VIVID_PROCESSES: {value!r} is neither auto nor a positive integer")
+    if gpus and int(value) > gpus:
+        raise SystemExit(f"VIVID_PROCESSES: {value} processes but {gpus} CUDA GPU(s), one each "
+                         f"(CUDA_VISIBLE_DEVICES= runs them on the CPU)")
     return int(value)
 
 

@@ -22,7 +22,8 @@ STAGE = ("-m", "stages.pretrain", "bce")
 RUNS = {"bce": {"objective": "bce"}}
 OLD = pretrain_section(RUNS, ["bce"], steps=10, checkpoint_every=5)
 NEW = pretrain_section(RUNS, ["bce"], steps=12, checkpoint_every=5)
-MODEL, METRIC, TIMING, LIVE = "models/bce", "metrics/pretrain/bce.json", "metrics/timing/pretrain_bce.json", "dvclive/bce"
+MODEL, WEIGHTS, LIVE = "models/bce", "models/bce/model.safetensors", "dvclive/bce"
+METRIC, TIMING = "metrics/pretrain/bce.json", "metrics/timing/pretrain_bce.json"
 OUTPUTS = ("models", "metrics", "dvclive")
 
 
@@ -110,14 +111,13 @@ def test_killed_stage_leaves_old_or_new_outputs_and_resumes(versions, tmp_path, 
     write_params(project, pretrain=NEW)
     before, after = state(versions["old"]), state(versions["new"])
     old_timing = (versions["old"] / TIMING).read_bytes()
-    assert before[METRIC] != after[METRIC] and before[f"{MODEL}/model.safetensors"] != after[f"{MODEL}/model.safetensors"]
+    assert before[METRIC] != after[METRIC] and before[WEIGHTS] != after[WEIGHTS]
 
     assert killed(run(project, *STAGE, failpoint=point)), point
     now = state(project)
-    for path in sorted(set(before) | set(after) | set(now)):
-        if not path.startswith(LIVE):
-            expected = after if any(path.startswith(w) for w in written) else before
-            assert now.get(path) == expected.get(path), f"{path}: not its {'new' if expected is after else 'old'} version"
+    for path in sorted(p for p in set(before) | set(after) | set(now) if not p.startswith(LIVE)):
+        new = any(path.startswith(w) for w in written)
+        assert now.get(path) == (after if new else before).get(path), f"{path}: not its {('old', 'new')[new]} version"
     assert ((project / TIMING).read_bytes() == old_timing) == (TIMING not in written)
     assert_live_prefix(project, versions["new"])
 
