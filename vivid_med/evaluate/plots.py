@@ -76,12 +76,12 @@ def write_plots(details: dict[str, dict[str, Any]], features: Path, out: Path) -
             if src.exists():
                 points = pd.read_csv(src)
                 plot_roc(points, out / f"roc_{protocol}_{b}.png",
-                         f"{b}: {protocol} test ROC per field (first probe seed)")
+                         f"{b}: {protocol} test ROC per field\n(first probe seed)")
                 curves.append(macro_roc(points).assign(backbone=b))
         if curves:
             macro = pd.concat(curves, ignore_index=True)[["backbone", "fpr", "tpr"]]
             write_csv(macro, out / f"roc_{protocol}.csv")
-            plot_roc(macro, out / f"roc_{protocol}.png", f"{protocol}: macro-average test ROC (first probe seed)",
+            plot_roc(macro, out / f"roc_{protocol}.png", f"{protocol}: macro-average test ROC\n(first probe seed)",
                      by="backbone")
     failpoint("summarize:plots")
     for b in details:
