@@ -130,10 +130,7 @@ def test_cosine_pairs_and_centre():
 def test_prototypes_by_layer_match_embedder(tmp_path):
     """Every layer of one run equals the Embedder's prototypes of a teacher built to that layer."""
     torch = pytest.importorskip("torch")
-    try:
-        from tiny_teacher import write_tiny
-    except ImportError:  # pragma: no cover - the tiny-model helper moved
-        pytest.skip("vivid_med.teacher.convert.write_tiny is not available")
+    from tiny_teacher import write_tiny
     from vivid_med.teacher.embed import Embedder
     from vivid_med.teacher.load import load_teacher
     from vivid_med.teacher.semantics import prototypes_by_layer
@@ -146,7 +143,7 @@ def test_prototypes_by_layer_match_embedder(tmp_path):
     plain = prototypes_by_layer(emb, batch_size=5, share_prefix=False)
     assert allp.shape[:3] == (4, 3, 3)
     for k in (1, 2, 3):
-        ref = Embedder(load_teacher(folder, layer=k), "name_state", "chat", fields).prototypes()
+        ref = Embedder(load_teacher(folder, layer=k), "name_state", "chat", fields).prototypes().float()
         assert torch.allclose(allp[k], ref, atol=1e-5) and torch.allclose(plain[k], ref, atol=1e-5)
 
 
