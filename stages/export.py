@@ -103,14 +103,20 @@ def model_card(run: str, config: dict[str, Any], sidecar: dict[str, Any], summar
         data = (f"**Trained on real data: {', '.join(real)}**{also}. The weights are derived from it: check the "
                 "data-use agreements of these datasets before sharing or publishing them. The Apache-2.0 license "
                 "covers vivid-med's code.")
+    elif synthetic:
+        data = (f"**The weights come from SYNTHETIC demo data** ({', '.join(synthetic)}, vivid-med's built-in "
+                "cohort): they show that the pipeline works, nothing about real patients. License: Apache-2.0 "
+                "(vivid-med's code; the synthetic data carry no other terms).")
     else:
-        data = (f"**The weights come from SYNTHETIC demo data** ({', '.join(synthetic) or 'no dataset recorded'}, "
-                "vivid-med's built-in cohort): they show that the pipeline works, nothing about real patients. "
-                "License: Apache-2.0 (vivid-med's code; the synthetic data carry no other terms).")
+        data = (f"**Training data not recorded** (metrics/pretrain/{run}.json names none): find out which data the "
+                "weights come from, and their terms, before sharing them. The Apache-2.0 license covers "
+                "vivid-med's code.")
     evaluated = ", ".join(summary.get("synthetic_data", [])) or "none"
-    rows = "\n".join(f"| {title} | {_cell(stat)} | {summary.get('data', {}).get(PROTOCOLS.get(title, ('',))[0], '')} |"
+    protocols = summary.get("data", {})
+    rows = "\n".join(f"| {title} | {_cell(stat)} | {protocols.get(PROTOCOLS.get(title, ('',))[0], '')} |"
                      for title, stat in row.items())
-    return f"""{front_matter(run, sidecar['objective'], row, summary, [*real, *synthetic], not real)}
+    meta = front_matter(run, sidecar["objective"], row, summary, [*real, *synthetic], bool(synthetic) and not real)
+    return f"""{meta}
 # vivid-med backbone `{run}`
 
 A timm `{config['architecture']}` without classifier ({n_params:,} parameters, {n_bytes / 1e6:.1f} MB, patch

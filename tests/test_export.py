@@ -144,6 +144,8 @@ def test_card_names_real_training_data():
     assert "synthetic-data" not in meta["tags"] and meta["datasets"][0] == "mimic"
     assert "Trained on real data: mimic" in text and "data-use agreements" in text
     assert 'convert("RGB")' in text and "[0.5, 0.5, 0.5]" in text
+    unknown = model_card("vivid", config, {"objective": "vivid"}, SUMMARY, {"synthetic_data": []}, 10, 40)
+    assert "Training data not recorded" in unknown and "synthetic-data" not in unknown.split("---\n")[1]
 
 
 @pytest.mark.parametrize("failpoint", ["export:copied", "commit:product"])
