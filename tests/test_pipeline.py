@@ -30,10 +30,10 @@ def test_tiny_dag_runs_every_stage_and_leaves_nothing_to_do(tiny_run):
     assert "synthetic" in summary.lower()
     for run in ("vivid", "vivid_random", "bce", "state_classifier", "random_init"):
         assert run in summary
-    card = (tiny_run / "models" / "product" / "MODEL_CARD.md").read_text()
+    card = (tiny_run / "models" / "product" / "README.md").read_text()
     assert "`vivid`" in card and "timm.create_model" in card
-    assert (tiny_run / "models" / "product" / "backbone.safetensors").read_bytes() == (
-        tiny_run / "models" / "vivid" / "backbone.safetensors").read_bytes()
+    assert (tiny_run / "models" / "product" / "model.safetensors").read_bytes() == (
+        tiny_run / "models" / "vivid" / "model.safetensors").read_bytes()
 
 
 def test_tiny_dag_metrics_are_small_json_tracked_by_git(tiny_run):
