@@ -1,8 +1,12 @@
-"""The pretraining library and stage: typed run params, export, resume, a new objective with no other edit."""
+"""The pretraining library and stage: typed run params, export, resume, a new objective with no other edit, the
+stage under torchrun, and its DVCLive curve in `dvc exp show` while `dvc exp run` trains."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -10,7 +14,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 
+import faults
 from helpers import section, tiny_common, write_params
 from vivid_med.objectives import OBJECTIVES, Objective, ObjectiveConfig, Resources
 from vivid_med.params import ParamsError, validate_section
@@ -208,7 +214,6 @@ def test_stage_launches_torchrun_and_two_processes_match_one(tmp_path, monkeypat
 
     state_classifier: its loss is a plain mean over the batch, so the mean over processes is the whole batch's
     (bce and vivid normalise by per-process label counts, and vivid's InfoNCE sees per-process targets)."""
-    from faults import run as run_stage
     from vivid_med.student import load_backbone
 
     runs = {"state_classifier": {"objective": "state_classifier"}}
@@ -219,7 +224,7 @@ def test_stage_launches_torchrun_and_two_processes_match_one(tmp_path, monkeypat
     procs = {}
     for name, n in (("one", "1"), ("two", "2")):
         monkeypatch.setenv("VIVID_PROCESSES", n)
-        procs[name] = run_stage(tmp_path / name, "-m", "stages.pretrain", "state_classifier")
+        procs[name] = faults.run(tmp_path / name, "-m", "stages.pretrain", "state_classifier")
         assert procs[name].returncode == 0, procs[name].stderr[-3000:]
     assert procs["two"].stdout.count("pretrain state_classifier: ") == 1
     metrics = {n: json.loads((tmp_path / n / "metrics/pretrain/state_classifier.json").read_text()) for n in procs}
@@ -230,3 +235,38 @@ def test_stage_launches_torchrun_and_two_processes_match_one(tmp_path, monkeypat
     curves = {n: tsv(tmp_path / n / "dvclive/state_classifier/plots/metrics/loss.tsv") for n in procs}
     assert [s for s, _ in curves["two"]] == [1, 2, 3, 4, 5, 6]
     assert np.allclose([v for _, v in curves["two"]], [v for _, v in curves["one"]], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_dvc_exp_show_follows_a_running_pretrain(tmp_path):
+    """`dvc exp show` reads the running experiment's workspace: DVCLive's summary (a top-level metric, its folder a
+    stage output, as in the pretrain stage of dvc.yaml) shows the step climbing while `dvc exp run` trains."""
+    steps = 300
+    write_inputs(tmp_path, n=40)
+    write_params(tmp_path, pretrain=pretrain_section({"bce": {"objective": "bce"}}, ["bce"], steps=steps,
+                                                     checkpoint_every=100))
+    outs = ["models/${item}", {"checkpoints/${item}": {"persist": True, "cache": False}},
+            {"dvclive/${item}": {"cache": False}}, {"metrics/timing/pretrain_${item}.json": {"cache": False}}]
+    stage = {"cmd": "python -m stages.pretrain ${item}", "params": ["pretrain.common", "pretrain.runs.${item}"],
+             "outs": outs, "metrics": [{"metrics/pretrain/${item}.json": {"cache": False}}]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"pretrain": {"foreach": ["bce"], "do": stage}},
+                                                       "metrics": ["dvclive/bce/metrics.json"]}))
+    env = {**os.environ, "PYTHONPATH": str(faults.REPO), "VIVID_PROCESSES": "1", "OMP_NUM_THREADS": "1",
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    dvc = [sys.executable, "-m", "dvc"]
+    for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "scratch"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([*dvc, "exp", "run"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    seen = []
+    while proc.poll() is None:
+        show = subprocess.run([*dvc, "exp", "show", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        for baseline in json.loads(show.stdout or "[]"):
+            for exp in baseline.get("experiments") or []:
+                if (exp.get("executor") or {}).get("state") == "running":
+                    metrics = exp["revs"][0]["data"]["metrics"]
+                    seen.append(metrics.get("dvclive/bce/metrics.json", {}).get("data", {}).get("step"))
+    assert proc.returncode == 0
+    assert any(s is not None and 0 < s < steps for s in seen), f"no live step seen: {seen}"
+    assert json.loads((tmp_path / "dvclive/bce/metrics.json").read_text())["step"] == steps
