@@ -24,9 +24,9 @@ import torch
 import torch.distributed as dist
 from pydantic import Field, model_validator
 
-import vivid_med
 from vivid_med.data import AugmentParams, PretrainDataset, augmentation
 from vivid_med.imaging import ImageStore
+from vivid_med.io import write_text
 from vivid_med.objectives import NO_OBJECTIVE, OBJECTIVES, Objective, ObjectiveConfig, Resources
 from vivid_med.params import ParamsError, StrictParams, validate_part
 from vivid_med.states import state_codes
@@ -161,9 +161,10 @@ def provide(cls: type[Objective], cfg: RunConfig, fields: tuple[str, ...], recor
         from vivid_med.teacher.convert import teacher_name
         from vivid_med.teacher.load import load_teacher
 
+        # float32 on the CPU: the training loop moves it with the student and autocasts to bf16 on a GPU
         resources.language_model = load_teacher(paths.teacher_models / teacher_name(teacher.model),
-                                                variant=cfg.objective.teacher, head=True, dtype=teacher.dtype,
-                                                device=teacher.device, seed=teacher.seed)
+                                                variant=cfg.objective.teacher, head=True, dtype="float32",
+                                                device="cpu", seed=teacher.seed)
     if cls.needs.target_text:
         from vivid_med.ums import UMSRecord, target_text
 
@@ -223,15 +224,16 @@ def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: Tea
         if dist.get_rank() != 0:
             dist.destroy_process_group()
             return None
-    if objective is None:
-        Curve(paths.live / name, []).end()  # a run of 0 steps: its DVCLive folder says step 0
+    if objective is None:  # a run of 0 steps: its DVCLive folder says step 0 and holds an empty loss curve
+        Curve(paths.live / name, []).end()
+        write_text(paths.live / name / "plots" / "metrics" / "loss.tsv", "step\tloss\n")
     backbone.cpu()
     config = export_student(backbone, objective.cpu() if objective is not None else None, model_dir, cfg.common,
                             cfg.objective_name)
     heads = 0 if objective is None else count_params(objective) - sum(
         p.numel() for n, p in objective.named_parameters() if n.startswith("teacher."))
     timing = {k: summary.pop(k) for k in TIMING_KEYS if k in summary}
-    metrics = {"run": name, "objective": cfg.objective_name, **summary, "n_params": config["n_params"],
+    metrics = {"run": name, "objective": cfg.objective_name, "datasets": list(cfg.common.datasets), **summary, "n_params": config["n_params"],
                "n_params_heads": heads, "bytes": config["bytes"],
                "synthetic_data": synthetic_datasets(paths.records, cfg.common.datasets)}
     if dist.is_initialized():

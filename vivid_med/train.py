@@ -51,7 +51,7 @@ class TrainParams(StrictParams):
     checkpoint_every: PositiveInt
     num_workers: NonNegativeInt
     amp: Literal["auto", "bf16", "off"]  # auto: bf16 autocast on GPUs that support it
-    layer_decay: Annotated[float, Field(gt=0, le=1)] | None = None  # ViT layer k of D learns at lr_vit x this^(D-k)
+    layer_decay: Annotated[float, Field(gt=0, le=1)] | None  # ViT layer k of D learns at lr_vit x this^(D-k)
 
 
 class Student(nn.Module):

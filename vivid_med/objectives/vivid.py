@@ -86,6 +86,10 @@ class VividObjective(Objective):
         return cls(dim, select_prototypes(cache, resources.fields), cache.targets, config.spd or None,
                    config.orth_weight, config.align_weight, config.answerability_mask, config.temperature)
 
+    def no_weight_decay(self) -> set[str]:
+        """The readout queries and their embeddings are tokens: no weight decay."""
+        return {"readout", "readout_embed"}
+
     def embed(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         """tokens [B,N,D] -> (u [B,F+1,Dt] unit vectors in the teacher's space, SPD attention [B,G,M,N] or None)."""
         z, attn = self.spd(tokens)  # [B, K, D]

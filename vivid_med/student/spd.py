@@ -51,6 +51,10 @@ class SPD(nn.Module):
         for w in (self.w_q, self.w_k, self.w_v, self.w_o):
             nn.init.uniform_(w, -bound, bound)
 
+    def no_weight_decay(self) -> set[str]:
+        """Learned query tokens and the per-group biases take no weight decay (timm's convention)."""
+        return {"queries", "b_q", "b_v", "b_o"}
+
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
         b, n, d = tokens.shape
         g, m, h = self.groups, self.n_queries, self.heads
