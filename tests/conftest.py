@@ -19,3 +19,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (see README: Real data)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A copy of the repo with params.tiny.yaml applied, after one `dvc repro` (shared by the DAG tests)."""
+    from pipeline import copy_repo, dvc
+
+    repo = copy_repo(tmp_path_factory.mktemp("tiny") / "repo")
+    dvc(repo, "repro")
+    return repo

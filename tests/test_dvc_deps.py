@@ -84,6 +84,14 @@ def test_stage_deps_list_exactly_the_code_it_imports(name):
     assert not unused, f"dvc.yaml stage {name}: deps {unused} are code the stage never imports"
 
 
+def test_the_loss_overlay_names_every_trained_run():
+    """Top-level plots take no ${item}: the overlay of training curves lists the runs; it must list train_runs."""
+    runs = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["train_runs"]
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    overlay = next(v for p in plots for k, v in p.items() if k.startswith("Pretraining loss"))
+    assert sorted(overlay["y"]) == sorted(f"dvclive/{r}/plots/metrics/loss.tsv" for r in runs)
+
+
 def test_closure_follows_lazy_and_package_imports():
     pretrain = closure("stages.pretrain")
     assert Path("vivid_med/teacher/cache.py") in pretrain          # imported inside a function

@@ -11,14 +11,6 @@ import pytest
 from pipeline import copy_repo, dvc, metric_files
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """A copy of the repo with params.tiny.yaml applied, after one `dvc repro`."""
-    repo = copy_repo(tmp_path_factory.mktemp("tiny") / "repo")
-    dvc(repo, "repro")
-    return repo
-
-
 def test_tiny_dag_runs_every_stage_and_leaves_nothing_to_do(tiny_run):
     status = dvc(tiny_run, "status")
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
