@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vivid_med.imaging import MEAN, STD, to_tensor
+from vivid_med.io import atomic_path
 
 
 def input_spec(model: nn.Module) -> tuple[int, int]:
@@ -93,10 +94,8 @@ def cached_features(path: str | Path, model: nn.Module, images: np.ndarray | Row
             if str(z["fingerprint"]) == key:
                 return z["features"]
     feats = extract(model, images, batch_size, desc=path.stem)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, features=feats, fingerprint=np.array(key))
-    tmp.replace(path)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:  # np.savez would add .npz to a bare temporary name
+        np.savez(f, features=feats, fingerprint=np.array(key))
     return feats
 
 
