@@ -369,6 +369,11 @@ def test_image_set_label_tables_refuse_a_ragged_row(tmp_path, kind, header):
 
 # ---- fault injection: SIGKILL at failpoints --------------------------------------------------------------------
 
+def drop_last_row(project: Path) -> None:
+    """The input change between the old and the new outputs of ``stage_project``."""
+    edit_lines(project / "mimic/mimic-cxr-2.0.0-metadata.csv", lambda ls: ls[:-1])
+
+
 def visible(files: dict[str, str]) -> dict[str, str]:
     """``files`` without the hidden ``*.tmp`` files a SIGKILLed write leaves (never outputs); any other hidden
     file fails."""
@@ -394,7 +399,7 @@ def stage_project(tmp_path_factory) -> tuple[Path, dict, dict]:
     assert run(old, "-m", "stages.records").returncode == 0
     new = tmp_path_factory.mktemp("stage_new")
     shutil.copytree(old, new, dirs_exist_ok=True)
-    edit_lines(new / "mimic/mimic-cxr-2.0.0-metadata.csv", lambda ls: ls[:-1])
+    drop_last_row(new)
     assert run(new, "-m", "stages.records").returncode == 0
     return old, _stage_outputs(old), _stage_outputs(new)
 
@@ -410,7 +415,7 @@ def test_records_stage_killed_keeps_old_or_new_outputs(point, stage_project, tmp
     old_project, old, new = stage_project
     assert old != new
     project = Path(shutil.copytree(old_project, tmp_path / "p"))
-    edit_lines(project / "mimic/mimic-cxr-2.0.0-metadata.csv", lambda ls: ls[:-1])
+    drop_last_row(project)
     assert killed(run(project, "-m", "stages.records", failpoint=point))
     got = _stage_outputs(project)
     if point == "commit:records.json":  # the folder is swapped in; the metrics are written after it
@@ -433,18 +438,21 @@ def test_records_stage_names_a_bad_file_in_one_line_and_keeps_old_outputs(stage_
     assert _stage_outputs(project) == old
 
 
+STRUCTURE = ["-m", "vivid_med.cli", "structure", "reports.csv", "--id-column", "id", "--text-column", "text",
+             "--out", "out/reports.parquet"]
+NEW_REPORTS = "id,text\nr1,No effusion.\nr2,No edema.\n\nr4,\n"
+
+
 @pytest.fixture(scope="module")
 def cli_project(tmp_path_factory) -> tuple[Path, dict, dict]:
-    """reports.csv structured once (old outputs), and the outputs for an edited reports.csv (new)."""
+    """reports.csv structured once (old outputs), and the outputs for ``NEW_REPORTS`` (new)."""
     old = tmp_path_factory.mktemp("cli_old")
     (old / "reports.csv").write_text("id,text\nr1,No effusion.\nr2,\nr3,Mild cardiomegaly.\n")
-    args = ["-m", "vivid_med.cli", "structure", "reports.csv", "--id-column", "id", "--text-column", "text",
-            "--out", "out/reports.parquet"]
-    assert run(old, *args).returncode == 0
+    assert run(old, *STRUCTURE).returncode == 0
     new = tmp_path_factory.mktemp("cli_new")
     shutil.copytree(old, new, dirs_exist_ok=True)
-    (new / "reports.csv").write_text("id,text\nr1,No effusion.\nr2,No edema.\n\nr4,\n")
-    assert run(new, *args).returncode == 0
+    (new / "reports.csv").write_text(NEW_REPORTS)
+    assert run(new, *STRUCTURE).returncode == 0
     return old, relative_snapshot(old / "out"), relative_snapshot(new / "out")
 
 
@@ -452,15 +460,13 @@ def cli_project(tmp_path_factory) -> tuple[Path, dict, dict]:
 def test_structure_killed_keeps_old_or_new_outputs(point, cli_project, tmp_path):
     old_project, old, new = cli_project
     project = Path(shutil.copytree(old_project, tmp_path / "p"))
-    (project / "reports.csv").write_text("id,text\nr1,No effusion.\nr2,No edema.\n\nr4,\n")
-    args = ["-m", "vivid_med.cli", "structure", "reports.csv", "--id-column", "id", "--text-column", "text",
-            "--out", "out/reports.parquet"]
-    assert killed(run(project, *args, failpoint=point))
+    (project / "reports.csv").write_text(NEW_REPORTS)
+    assert killed(run(project, *STRUCTURE, failpoint=point))
     got = visible(relative_snapshot(project / "out"))
     # rejects are committed first: a new accepted table never sits beside old rejects
     expected = {**old, "reports.rejects.parquet": new["reports.rejects.parquet"]} \
         if point == "commit:reports.parquet" else old
     assert got == expected
-    assert run(project, *args).returncode == 0
+    assert run(project, *STRUCTURE).returncode == 0
     assert visible(relative_snapshot(project / "out")) == new
     assert_sound(project / "out", {"reports.csv": 4}, killed_before=True)

@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -39,7 +40,7 @@ from vivid_med.tables import Reason
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept as surrogate escapes
-NUL = b"\x00"
+_NUL = b"\x00"
 _SNIFF = 1 << 16  # bytes read to find a byte-order mark, or NUL bytes where there is none
 _UNCLOSED = "a quoted field is not closed before the end of the file"
 #: Text that spells a missing value (as software writes NaN / None / NA); an id spelled so is ``missing_id``.
@@ -103,8 +104,8 @@ def open_text(path: str | Path, newline: str | None = "") -> Iterator[TextIO]:
         head = raw.read(_SNIFF)
         raw.seek(0)
         encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
-        if encoding == "utf-8" and NUL in head:
-            line = head[:head.index(NUL)].count(b"\n") + 1
+        if encoding == "utf-8" and _NUL in head:
+            line = head[:head.index(_NUL)].count(b"\n") + 1
             raise InputFileError(f"{path}: line {line} has NUL bytes: UTF-16 or UTF-32 without a byte-order mark, "
                                  "or not a text file; save it as UTF-8")
         errors = "surrogateescape" if encoding.startswith("utf-8") else "strict"
@@ -295,8 +296,7 @@ def read_parquet(path: str | Path, columns: Sequence[str]) -> TableFile:
 #: File name endings -> reader of a report or label file.
 READERS: dict[str, Callable[..., TableFile]] = {
     ".csv": read_csv, ".csv.gz": read_csv,
-    ".tsv": lambda path, columns: read_csv(path, columns, sep="\t"),
-    ".tsv.gz": lambda path, columns: read_csv(path, columns, sep="\t"),
+    ".tsv": partial(read_csv, sep="\t"), ".tsv.gz": partial(read_csv, sep="\t"),
     ".jsonl": read_jsonl, ".ndjson": read_jsonl, ".parquet": read_parquet,
 }
 
