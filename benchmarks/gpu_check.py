@@ -52,6 +52,7 @@ from vivid_med.imaging import ImageStore, build_store  # noqa: E402
 from vivid_med.objectives import OBJECTIVES, Resources  # noqa: E402
 from vivid_med.params import validate_section  # noqa: E402
 from vivid_med.pretrain import CommonParams, PretrainParams  # noqa: E402
+from vivid_med.runtime import PretrainRuntime  # noqa: E402
 from vivid_med.states import STATE_OF_CODE, STATE_VALUES  # noqa: E402
 from vivid_med.student import create_backbone  # noqa: E402
 from vivid_med.teacher.cache import TeacherCache  # noqa: E402
@@ -290,11 +291,11 @@ class Check:
             if len(stamps) > warmup + timed or (len(stamps) > warmup + 2 and stamps[-1] - stamps[warmup - 1] > 30):
                 raise Enough
 
-        settings = cfg.common.model_copy(update={"steps": 10**6, "checkpoint_every": 10**6, "num_workers": 0})
+        settings = cfg.common.model_copy(update={"steps": 10**6})
         t = time.perf_counter()
         try:
             train(Student(backbone, objective), self.plain, settings, self.work / "ckpt" / f"{run}{lm_name}{compiled}",
-                  callback=tick)
+                  callback=tick, runtime=PretrainRuntime(checkpoint_every=10**6))
         except Enough:
             pass
         step_s = float(statistics.median(np.diff(stamps[warmup - 1:])))

@@ -8,6 +8,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from vivid_med.params import load_fields, load_section
+from vivid_med.runtime import load_runtime
 
 PARAMS_FILE = Path("params.yaml")
 M = TypeVar("M", bound=BaseModel)
@@ -21,3 +22,8 @@ def section(model: type[M], name: str) -> M:
 def fields() -> tuple[str, ...]:
     """The top-level ``fields`` list: the pretraining fields every stage shares."""
     return load_fields(PARAMS_FILE)
+
+
+def runtime(model: type[M], name: str) -> M:
+    """Section ``name`` of runtime.yaml (or $VIVID_RUNTIME): settings that change speed, never results."""
+    return load_runtime(model, name)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages._params import fields, section
+from stages._params import fields, runtime, section
 from vivid_med.evaluate.suite import EvaluateParams, headline, run
 from vivid_med.io import failpoint, write_json
+from vivid_med.runtime import EvaluateRuntime
 
 METRICS = Path("metrics/eval")
 DETAIL = METRICS / "detail"
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("run", help="a trained run (models/<run>/)")
     args = ap.parse_args(argv)
     params, pretrain_fields = section(EvaluateParams, "evaluate"), fields()
-    detail = run(Path("models") / args.run, params, pretrain_fields, Path("data/features") / args.run)
+    detail = run(Path("models") / args.run, params, pretrain_fields, Path("data/features") / args.run,
+                 runtime(EvaluateRuntime, "evaluate"))
     write_json(DETAIL / f"{args.run}.json", detail, indent=1, sort_keys=True)
     failpoint("evaluate:metrics")
     path = write_json(METRICS / f"{args.run}.json", headline(detail), indent=1, sort_keys=True)

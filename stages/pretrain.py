@@ -5,10 +5,10 @@ models/teacher/<name>/. Writes checkpoints/<run>/ (a killed run resumes from the
 curve, step by step), models/<run>/, metrics/timing/pretrain_<run>.json and, last, metrics/pretrain/<run>.json.
 Each output is replaced whole (a kill leaves the old one or the new one).
 
-Processes: the environment variable ``VIVID_PROCESSES`` (``auto``, the default: one per CUDA GPU; an integer
-forces that many, also on the CPU with gloo). With more than one the stage replaces itself with torchrun
+Processes: the runtime setting ``pretrain.processes`` (runtime.yaml; ``auto``, the default: one per CUDA GPU; an
+integer forces that many, also on the CPU with gloo). With more than one the stage replaces itself with torchrun
 (``--standalone``) running this same stage; every process trains its share of each batch (DDP), only rank 0
-writes. A runtime setting: it changes no result beyond float reduction order.
+writes. bce's and vivid's losses are averaged per process, so their numbers move slightly with the count.
 """
 
 from __future__ import annotations
@@ -21,26 +21,13 @@ from pathlib import Path
 
 import torch
 
-from stages._params import fields, section
+from stages._params import fields, runtime, section
 from vivid_med.io import write_json
 from vivid_med.pretrain import PretrainParams, check_teacher, run
+from vivid_med.runtime import PretrainRuntime, n_processes
 from vivid_med.teacher.config import TeacherParams
 
 METRICS, TIMING = Path("metrics/pretrain"), Path("metrics/timing")
-
-
-def n_processes(value: str) -> int:
-    """``VIVID_PROCESSES``: ``auto`` -> one per CUDA GPU (at least 1); a positive integer as given (no more than the
-    GPUs where there are any: each process takes one)."""
-    gpus = torch.cuda.device_count()
-    if value == "auto":
-        return max(1, gpus)
-    if not value.isdigit() or int(value) < 1:
-        raise SystemExit(f"VIVID_PROCESSES: {value!r} is neither auto nor a positive integer")
-    if gpus and int(value) > gpus:
-        raise SystemExit(f"VIVID_PROCESSES: {value} processes but {gpus} CUDA GPU(s), one each "
-                         f"(CUDA_VISIBLE_DEVICES= runs them on the CPU)")
-    return int(value)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,11 +36,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params, teacher = section(PretrainParams, "pretrain"), section(TeacherParams, "teacher")
     check_teacher(params.resolve(args.run), teacher)  # a params mistake is reported once, before any process starts
-    nproc = n_processes(os.environ.get("VIVID_PROCESSES", "auto"))
+    settings = runtime(PretrainRuntime, "pretrain")
+    nproc = n_processes(settings.processes)
+    gpus = torch.cuda.device_count()
+    if gpus and nproc > gpus:
+        raise SystemExit(f"runtime pretrain.processes: {nproc} processes but {gpus} CUDA GPU(s), one each "
+                         "(CUDA_VISIBLE_DEVICES= runs them on the CPU)")
     if nproc > 1 and "LOCAL_RANK" not in os.environ:  # become torchrun (same pid: signals reach its workers)
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                   f"--nproc-per-node={nproc}", "-m", "stages.pretrain", args.run])
-    result = run(args.run, params, fields(), teacher)
+    result = run(args.run, params, fields(), teacher, runtime=settings)
     if result is None:  # not rank 0
         return
     # wall-clock facts vary by machine: kept out of the metrics, which are written last

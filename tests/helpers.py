@@ -45,10 +45,18 @@ def write_params(folder: Path, replace: dict | None = None, **overrides: Any) ->
     return path
 
 
+def write_runtime(path: Path, **sections: Any) -> Path:
+    """A runtime file (``vivid_med.runtime``) at ``path`` with these sections; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
 def tiny_common(**overrides: Any) -> dict:
     """``pretrain.common`` for a few-second run on a tiny ViT (``TINY_VIT``) at batch 8."""
     return section("pretrain", common={**TINY_VIT, "steps": 3, "batch_size": 8, "lr_vit": 1e-3, "lr_head": 1e-3,
-                                       "warmup_steps": 1, "checkpoint_every": 2, **overrides})["common"]
+                                       "warmup_steps": 1, **overrides})["common"]
 
 
 def train_params(**overrides: Any):

@@ -23,7 +23,7 @@ from vivid_med.tables import read_records, write_records
 
 PARAMS = {
     "source": "src", "target": "tgt", "views": ["PA", "AP"], "probe_seeds": [0, 1], "select_on": "val",
-    "label_fractions": [0.1, 1.0], "uncertain_policy": {"edema": "ones"}, "batch_size": 64,
+    "label_fractions": [0.1, 1.0], "uncertain_policy": {"edema": "ones"},
     "probe": {"weight_decays": [1.0e-3], "lr": 1.0e-2, "max_epochs": 15, "patience": 5, "batch_size": 64},
     "image_sets": {"organamnist": {"kind": "medmnist", "root": "organ.npz"}},
     "plots": {"tsne_points": 40, "attention_examples": 2},

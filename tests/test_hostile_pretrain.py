@@ -15,22 +15,25 @@ import pytest
 import torch
 
 from faults import killed, run, snapshot
-from helpers import write_params
+from helpers import write_params, write_runtime
 from test_pretrain import pretrain_section, write_inputs
 
 STAGE = ("-m", "stages.pretrain", "bce")
 RUNS = {"bce": {"objective": "bce"}}
-OLD = pretrain_section(RUNS, ["bce"], steps=10, checkpoint_every=5)
-NEW = pretrain_section(RUNS, ["bce"], steps=12, checkpoint_every=5)
+OLD = pretrain_section(RUNS, ["bce"], steps=10)
+NEW = pretrain_section(RUNS, ["bce"], steps=12)
 MODEL, WEIGHTS, LIVE = "models/bce", "models/bce/model.safetensors", "dvclive/bce"
 METRIC, TIMING = "metrics/pretrain/bce.json", "metrics/timing/pretrain_bce.json"
 OUTPUTS = ("models", "metrics", "dvclive")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_process():
+def one_process(tmp_path_factory):
+    """One process, a checkpoint every 5 steps (runtime settings)."""
+    path = write_runtime(tmp_path_factory.mktemp("runtime") / "runtime.yaml",
+                         pretrain={"processes": 1, "checkpoint_every": 5})
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VIVID_PROCESSES", "1")
+        mp.setenv("VIVID_RUNTIME", str(path))
         yield
 
 

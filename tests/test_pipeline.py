@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from pipeline import copy_repo, dvc, metric_files
 
@@ -51,3 +52,15 @@ def test_two_tiny_runs_give_byte_identical_metrics(tiny_run, tmp_path):
     assert first.keys() == again.keys()
     different = [p for p in first if first[p] != again[p]]
     assert not different, f"metrics differ between two runs with the same params: {different}"
+
+
+def test_runtime_settings_rerun_nothing(tiny_run):
+    """Speed settings live in runtime.yaml, which no stage depends on: changing them leaves `dvc status` clean."""
+    runtime = tiny_run / "runtime.yaml"
+    runtime.write_text(yaml.safe_dump({"teacher": {"batch_size": 3, "device": "cpu"}, "evaluate": {"batch_size": 7},
+                                       "pretrain": {"num_workers": 1, "checkpoint_every": 1, "processes": 1}}))
+    try:
+        status = dvc(tiny_run, "status")
+        assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    finally:
+        runtime.unlink()

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 import yaml
 
 import faults
-from helpers import section, tiny_common, write_params
+from helpers import section, tiny_common, write_params, write_runtime
 from vivid_med.objectives import OBJECTIVES, Objective, ObjectiveConfig, Resources
 from vivid_med.params import ParamsError, validate_section
 from vivid_med.pretrain import PretrainParams
@@ -67,10 +68,16 @@ def write_cache(root) -> None:
     build_cache(embedder, targets, root / "data/teacher/pretrained", root / "work", progress=False)
 
 
+def use_runtime(monkeypatch, path: Path, **pretrain: Any) -> None:
+    """Point the stages at a runtime file with these ``pretrain`` settings (one process unless given)."""
+    monkeypatch.setenv("VIVID_RUNTIME", str(write_runtime(path, pretrain={"processes": 1, **pretrain})))
+
+
 @pytest.fixture(autouse=True)
-def one_process(monkeypatch):
-    """The stage in one process (``auto`` would relaunch it under torchrun on a multi-GPU machine)."""
-    monkeypatch.setenv("VIVID_PROCESSES", "1")
+def one_process(monkeypatch, tmp_path):
+    """The stage in one process (``auto`` would relaunch it under torchrun on a multi-GPU machine), a checkpoint
+    every 2 steps."""
+    use_runtime(monkeypatch, tmp_path / "runtime" / "runtime.yaml", checkpoint_every=2)
 
 
 def pretrain_section(runs: dict, train_runs: list[str], **common: Any) -> dict:
@@ -209,7 +216,7 @@ def tsv(path) -> list[tuple[int, float]]:
 
 @pytest.mark.slow
 def test_stage_launches_torchrun_and_two_processes_match_one(tmp_path, monkeypatch):
-    """VIVID_PROCESSES=2: the stage relaunches itself under torchrun (gloo on the CPU); the export equals the
+    """runtime pretrain.processes 2: the stage relaunches itself under torchrun (gloo on the CPU); the export equals the
     1-process run's up to float reduction order, and rank 0 alone writes (one summary line, one row per step).
 
     state_classifier: its loss is a plain mean over the batch, so the mean over processes is the whole batch's
@@ -223,7 +230,7 @@ def test_stage_launches_torchrun_and_two_processes_match_one(tmp_path, monkeypat
         write_params(tmp_path / name, pretrain=pretrain_section(runs, list(runs), steps=6))
     procs = {}
     for name, n in (("one", "1"), ("two", "2")):
-        monkeypatch.setenv("VIVID_PROCESSES", n)
+        use_runtime(monkeypatch, tmp_path / f"runtime{n}.yaml", processes=int(n))
         procs[name] = faults.run(tmp_path / name, "-m", "stages.pretrain", "state_classifier")
         assert procs[name].returncode == 0, procs[name].stderr[-3000:]
     assert procs["two"].stdout.count("pretrain state_classifier: ") == 1
@@ -243,15 +250,15 @@ def test_dvc_exp_show_follows_a_running_pretrain(tmp_path):
     stage output, as in the pretrain stage of dvc.yaml) shows the step climbing while `dvc exp run` trains."""
     steps = 300
     write_inputs(tmp_path, n=40)
-    write_params(tmp_path, pretrain=pretrain_section({"bce": {"objective": "bce"}}, ["bce"], steps=steps,
-                                                     checkpoint_every=100))
+    write_params(tmp_path, pretrain=pretrain_section({"bce": {"objective": "bce"}}, ["bce"], steps=steps))
+    runtime = write_runtime(tmp_path / "runtime.yaml", pretrain={"processes": 1, "checkpoint_every": 100})
     outs = ["models/${item}", {"checkpoints/${item}": {"persist": True, "cache": False}},
             {"dvclive/${item}": {"cache": False}}, {"metrics/timing/pretrain_${item}.json": {"cache": False}}]
     stage = {"cmd": "python -m stages.pretrain ${item}", "params": ["pretrain.common", "pretrain.runs.${item}"],
              "outs": outs, "metrics": [{"metrics/pretrain/${item}.json": {"cache": False}}]}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"pretrain": {"foreach": ["bce"], "do": stage}},
                                                        "metrics": ["dvclive/bce/metrics.json"]}))
-    env = {**os.environ, "PYTHONPATH": str(faults.REPO), "VIVID_PROCESSES": "1", "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "PYTHONPATH": str(faults.REPO), "VIVID_RUNTIME": str(runtime), "OMP_NUM_THREADS": "1",
            "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
     dvc = [sys.executable, "-m", "dvc"]
     for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"], ["git", "add", "-A"],

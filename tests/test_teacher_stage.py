@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import write_params
+from helpers import write_params, write_runtime
 from vivid_med.fields import PRETRAIN_FIELDS
 from vivid_med.tables import write_records
 from vivid_med.teacher.cache import load_cache
@@ -25,8 +25,8 @@ N_TARGETS = 10
 def project(root: Path, processes: int = 1) -> Path:
     """A scratch project: params.yaml (teacher section), models/teacher/tiny, data/records/demo.parquet."""
     write_tiny(root / "models/teacher/tiny", layers=3)
-    write_params(root, teacher={"model": "tiny", "variants": ["pretrained", "random"], "layer": 2, "batch_size": 4,
-                                "device": "cpu", "processes": processes})
+    write_params(root, teacher={"model": "tiny", "variants": ["pretrained", "random"], "layer": 2})
+    write_runtime(root / "runtime.yaml", teacher={"batch_size": 4, "device": "cpu", "processes": processes})
     records = make_records(N_TARGETS) * 2  # every target twice: 20 images, 10 distinct targets
     write_records(records_frame(records), root / "data/records/demo.parquet", PRETRAIN_FIELDS)
     return root

@@ -20,16 +20,13 @@ from vivid_med.objectives.base import Objective
 from vivid_med.objectives.bce import BCEObjective
 from vivid_med.states import NULL_CODE
 from vivid_med.student import create_backbone
+from vivid_med.runtime import PretrainRuntime
 from vivid_med.train import Student, lr_factor, param_groups, train
 
 
-def _params(**overrides):
-    """``train_params`` with ``layer_decay`` given (params.yaml may predate the key)."""
-    return train_params(**{"layer_decay": None, **overrides})
-
-
-CFG = _params(steps=6, grad_accum=2, warmup_steps=2)
-SHORT = _params(steps=4)  # grad_accum 1, warm-up 1, a checkpoint every 2 steps
+CFG = train_params(steps=6, grad_accum=2, warmup_steps=2)
+SHORT = train_params(steps=4)  # grad_accum 1, warm-up 1
+EVERY2 = PretrainRuntime(checkpoint_every=2)  # a checkpoint every 2 steps
 
 
 def _dataset(n: int = 40) -> PretrainDataset:
@@ -76,7 +73,7 @@ def _groups_by_name(student: Student, cfg) -> dict[str, dict]:
 
 
 def test_no_weight_decay_on_tokens_biases_and_norms():
-    cfg = _params(weight_decay=0.05, lr_vit=1e-3, lr_head=2e-3)
+    cfg = train_params(weight_decay=0.05, lr_vit=1e-3, lr_head=2e-3)
     torch.manual_seed(0)
     student = Student(create_backbone(backbone_params()), _Tokens())
     groups = _groups_by_name(student, cfg)
@@ -93,7 +90,7 @@ def test_no_weight_decay_on_tokens_biases_and_norms():
 def test_layer_decay_scales_layer_k_by_decay_to_the_depth_minus_k():
     """timm's layers: 0 the embeddings, k = 1..depth the block ``blocks.{k-1}`` (the final norm with the last)."""
     depth, decay = 3, 0.5
-    cfg = _params(layer_decay=decay, lr_vit=1e-3, lr_head=2e-3)
+    cfg = train_params(layer_decay=decay, lr_vit=1e-3, lr_head=2e-3)
     torch.manual_seed(0)
     student = Student(create_backbone(backbone_params(kwargs={**TINY_VIT["kwargs"], "depth": depth})), _Tokens())
     groups = _groups_by_name(student, cfg)
@@ -136,18 +133,19 @@ def curve_files(folder) -> dict[str, str]:
 
 def test_killed_run_resumes_to_the_same_weights_and_curve(tmp_path):
     reference = _student()
-    train(reference, _dataset(), CFG, tmp_path / "a", tmp_path / "live_a", fingerprint="x")
+    train(reference, _dataset(), CFG, tmp_path / "a", tmp_path / "live_a", fingerprint="x", runtime=EVERY2)
 
     def kill(step, terms):
         if step == 5:  # after the checkpoint at step 4: step 5's work is lost
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(_student(), _dataset(), CFG, tmp_path / "b", tmp_path / "live_b", fingerprint="x", callback=kill)
+        train(_student(), _dataset(), CFG, tmp_path / "b", tmp_path / "live_b", fingerprint="x", callback=kill,
+              runtime=EVERY2)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] == 4
     assert json.loads((tmp_path / "live_b/metrics.json").read_text())["step"] == 5  # the curve is live
     resumed = _student()  # a fresh process: new model, same seed
-    summary = train(resumed, _dataset(), CFG, tmp_path / "b", tmp_path / "live_b", fingerprint="x")
+    summary = train(resumed, _dataset(), CFG, tmp_path / "b", tmp_path / "live_b", fingerprint="x", runtime=EVERY2)
     assert summary["resumed_from"] == 4
     ref, got = _weights(reference), _weights(resumed)
     assert all(torch.equal(ref[k], got[k]) for k in ref)
@@ -162,8 +160,8 @@ def test_killed_run_resumes_to_the_same_weights_and_curve(tmp_path):
 
 
 def test_checkpoint_of_other_config_is_not_resumed(tmp_path):
-    train(_student(), _dataset(), CFG, tmp_path / "c", None, fingerprint="one")
-    summary = train(_student(), _dataset(), CFG, tmp_path / "c", None, fingerprint="two")
+    train(_student(), _dataset(), CFG, tmp_path / "c", None, fingerprint="one", runtime=EVERY2)
+    summary = train(_student(), _dataset(), CFG, tmp_path / "c", None, fingerprint="two", runtime=EVERY2)
     assert summary["resumed_from"] == 0
 
 
@@ -184,7 +182,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
     student = Student(create_backbone(backbone_params()), _NanAfter(k=7))  # micro-batch 7 = step 4 (grad_accum 2)
     with pytest.raises(FloatingPointError, match=r"step 3: non-finite loss.*step 2\)"):
-        train(student, _dataset(), CFG, tmp_path / "n", tmp_path / "live_n", fingerprint="x")
+        train(student, _dataset(), CFG, tmp_path / "n", tmp_path / "live_n", fingerprint="x", runtime=EVERY2)
     state = torch.load(tmp_path / "n" / "last.pt", weights_only=True)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values())
 
@@ -194,7 +192,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     student = _student("state_classifier")
-    train(student, _dataset(), SHORT, os.path.join(out, "ckpt"), None, fingerprint="ddp")
+    train(student, _dataset(), SHORT, os.path.join(out, "ckpt"), None, fingerprint="ddp", runtime=EVERY2)
     if rank == 0:
         torch.save(_weights(student), os.path.join(out, "ddp.pt"))
     torch.distributed.destroy_process_group()
@@ -207,7 +205,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
     single = _student("state_classifier")
-    train(single, _dataset(), SHORT, tmp_path / "single", None, fingerprint="one")
+    train(single, _dataset(), SHORT, tmp_path / "single", None, fingerprint="one", runtime=EVERY2)
     ddp, ref = torch.load(tmp_path / "ddp.pt", weights_only=True), _weights(single)
     for k in ref:
         assert torch.allclose(ddp[k], ref[k], atol=1e-4), k

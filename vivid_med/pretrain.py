@@ -30,6 +30,7 @@ from vivid_med.io import write_text
 from vivid_med.objectives import NO_OBJECTIVE, OBJECTIVES, Objective, ObjectiveConfig, Resources
 from vivid_med.params import ParamsError, StrictParams, validate_part
 from vivid_med.states import state_codes
+from vivid_med.runtime import PretrainRuntime
 from vivid_med.student import BackboneParams, count_params, create_backbone, export_student
 from vivid_med.tables import read_records, synthetic_datasets
 from vivid_med.teacher.config import TeacherParams
@@ -197,7 +198,7 @@ def checkpoint_key(cfg: RunConfig, fields: tuple[str, ...], records: pd.DataFram
 
 
 def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: TeacherParams,
-        paths: Paths = Paths()) -> RunResult | None:
+        paths: Paths = Paths(), runtime: PretrainRuntime = PretrainRuntime()) -> RunResult | None:
     """Train run ``name`` (its curve in ``paths.live/<name>/``) and export it to ``paths.models/<name>``; returns
     its metrics (None off rank 0, which alone writes)."""
     cfg = params.resolve(name)
@@ -217,7 +218,7 @@ def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: Tea
         dataset = PretrainDataset(stores, store_idx, rows, state_codes(records, fields), extras.get("target_rows"),
                                   extras.get("texts"), augmentation(cfg.common.img_size, cfg.common.augment))
         summary = train(Student(backbone, objective), dataset, cfg.common, ckpt_dir, paths.live / name,
-                        checkpoint_key(cfg, fields, records, stores, objective))
+                        checkpoint_key(cfg, fields, records, stores, objective), runtime=runtime)
         summary["n_train"] = len(dataset)
     if dist.is_initialized():
         dist.barrier()

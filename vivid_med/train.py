@@ -31,6 +31,7 @@ from vivid_med.data import StepBatches
 from vivid_med.imaging import to_tensor
 from vivid_med.io import failpoint, write_json
 from vivid_med.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, StrictParams
+from vivid_med.runtime import PretrainRuntime
 
 FROZEN_PREFIX = "objective.teacher."  # never checkpointed: the frozen online teacher
 
@@ -48,8 +49,6 @@ class TrainParams(StrictParams):
     warmup_steps: NonNegativeInt
     min_lr_ratio: Probability     # the cosine ends at min_lr_ratio x the peak learning rate
     grad_clip: PositiveFloat
-    checkpoint_every: PositiveInt
-    num_workers: NonNegativeInt
     amp: Literal["auto", "bf16", "off"]  # auto: bf16 autocast on GPUs that support it
     layer_decay: Annotated[float, Field(gt=0, le=1)] | None  # ViT layer k of D learns at lr_vit x this^(D-k)
 
@@ -192,8 +191,10 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, live_dir: Path | None = None,
-          fingerprint: str = "", callback: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+          fingerprint: str = "", callback: Callable[[int, dict[str, float]], None] | None = None,
+          runtime: PretrainRuntime = PretrainRuntime()) -> dict[str, Any]:
     """Train ``student`` in place for ``cfg.steps`` optimizer steps; returns the run summary (rank 0's view).
+    ``runtime``: loader workers and the checkpoint interval (neither changes a result).
 
     Resumes from ``ckpt_dir/last.pt`` when its fingerprint equals ``fingerprint``. Logs every step to the DVCLive
     folder ``live_dir`` (``Curve``): the loss terms (averaged over processes), both learning rates, the gradient
@@ -226,7 +227,8 @@ def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, 
     model = DDP(student, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else student
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
     sampler = StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps, cfg.grad_accum, world, rank)
-    loader = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate))
+    loader = iter(DataLoader(dataset, batch_sampler=sampler, num_workers=runtime.num_workers,
+                             collate_fn=_collate))
     curve = Curve(live_dir if rank == 0 else None, curve_rows)
     in_chans = student.backbone.patch_embed.proj.in_channels
     t0, t_data = time.perf_counter(), 0.0
@@ -269,7 +271,7 @@ def train(student: Student, dataset: Dataset, cfg: TrainParams, ckpt_dir: Path, 
         opt.zero_grad(set_to_none=True)
         last = {"step": step + 1, **lrs, **sums, "grad_norm": float(grad_norm)}
         curve.add({**last, "timing/images_per_s": round(cfg.batch_size / (time.perf_counter() - t_step), 1)})
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % runtime.checkpoint_every == 0 or step + 1 == cfg.steps:
             if rank == 0:
                 log = {"last": last, "wall_s": wall_before + time.perf_counter() - t0, "curve": curve.rows}
                 save_checkpoint(ckpt, student, opt, sched, step + 1, fingerprint, log)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from vivid_med.imaging import MEAN, STD, to_tensor
 from vivid_med.io import atomic_path
+from vivid_med.runtime import resolve_device
 
 
 def input_spec(model: nn.Module) -> tuple[int, int]:
@@ -54,15 +55,17 @@ class RowView:
 
 
 @torch.no_grad()
-def extract(model: nn.Module, images: np.ndarray | RowView, batch_size: int = 128,
-            desc: str = "features") -> np.ndarray:
-    """Pooled (pre-logits) features float32 [N, D] of uint8 images [N, H, W]; model in eval mode."""
-    model.eval()
+def extract(model: nn.Module, images: np.ndarray | RowView, batch_size: int = 128, desc: str = "features",
+            device: str = "auto") -> np.ndarray:
+    """Pooled (pre-logits) features float32 [N, D] of uint8 images [N, H, W]; model in eval mode, moved to
+    ``device`` (auto: a CUDA GPU if any). The features do not depend on ``batch_size`` (tested)."""
+    model.eval().to(resolve_device(device))
     size, chans = input_spec(model)
+    dev = next(model.parameters()).device
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
-        x = prepare(images[i:i + batch_size], size, chans)
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().numpy())
+        x = prepare(images[i:i + batch_size], size, chans).to(dev)
+        out.append(model.forward_head(model.forward_features(x), pre_logits=True).float().cpu().numpy())
     dim = model.num_features
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
@@ -85,7 +88,7 @@ def cache_key(model: nn.Module, images: np.ndarray | RowView, chunk: int = 4096)
 
 
 def cached_features(path: str | Path, model: nn.Module, images: np.ndarray | RowView,
-                    batch_size: int = 128) -> np.ndarray:
+                    batch_size: int = 128, device: str = "auto") -> np.ndarray:
     """Features [N, D] from ``path`` when its fingerprint matches, else extracted and written there."""
     path = Path(path)
     key = cache_key(model, images)
@@ -93,7 +96,7 @@ def cached_features(path: str | Path, model: nn.Module, images: np.ndarray | Row
         with np.load(path) as z:
             if str(z["fingerprint"]) == key:
                 return z["features"]
-    feats = extract(model, images, batch_size, desc=path.stem)
+    feats = extract(model, images, batch_size, desc=path.stem, device=device)
     with atomic_path(path) as tmp, tmp.open("wb") as f:  # np.savez would add .npz to a bare temporary name
         np.savez(f, features=feats, fingerprint=np.array(key))
     return feats
@@ -107,9 +110,9 @@ def spd_attention_maps(student: nn.Module, images: np.ndarray) -> np.ndarray | N
     """
     backbone = student.backbone
     size, chans = input_spec(backbone)
-    _, _, attn = student(prepare(images, size, chans))
+    _, _, attn = student(prepare(images, size, chans).to(next(backbone.parameters()).device))
     if attn is None:
         return None
     grid = backbone.patch_embed.grid_size
     maps = attn.mean(2)[..., backbone.num_prefix_tokens:]  # [K, G, N_patches]
-    return maps.reshape(*maps.shape[:2], *grid).float().numpy()
+    return maps.reshape(*maps.shape[:2], *grid).float().cpu().numpy()

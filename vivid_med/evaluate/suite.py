@@ -37,7 +37,8 @@ from vivid_med.evaluate.protocols import ProbeData, run_probe, transfer_probe
 from vivid_med.fields import FIELDS, NIH_SHARED_FIELDS, check_fields
 from vivid_med.imaging import ImageStore
 from vivid_med.io import atomic_path, failpoint
-from vivid_med.params import NonNegativeInt, PositiveInt, Seeds, StrictParams
+from vivid_med.params import NonNegativeInt, Seeds, StrictParams
+from vivid_med.runtime import EvaluateRuntime
 from vivid_med.sources import ImageSetSpec, open_dataset
 from vivid_med.sources.base import check_patient_splits, is_synthetic
 from vivid_med.student.export import load_student
@@ -63,7 +64,6 @@ class EvaluateParams(StrictParams):
     select_on: str                   # must be "val": hyper-parameters are never chosen on test
     label_fractions: Annotated[list[LabelFraction], Field(min_length=1)]
     uncertain_policy: UncertainPolicy | dict[str, UncertainPolicy]
-    batch_size: PositiveInt          # feature-extraction batch
     probe: ProbeParams
     image_sets: dict[str, ImageSetSpec]
     plots: PlotParams
@@ -112,6 +112,7 @@ def load_records(records_dir: Path, images_dir: Path, name: str, views: list[str
 
 
 def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], work_dir: str | Path,
+        runtime: EvaluateRuntime = EvaluateRuntime(),
         records_dir: str | Path = "data/records", images_dir: str | Path = "data/images") -> dict[str, Any]:
     """Every protocol on the backbone in ``model_dir``; features are cached and plot data written under
     ``work_dir``. Returns the metrics (rounded, JSON-able), with the data behind each protocol described."""
@@ -126,7 +127,8 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
 
     # CheXpert-style source: paper protocol (blank and uncertain ignored; 14 outputs, report the pretraining fields).
     src = load_records(records_dir, images_dir, params.source, params.views)
-    x_src = cached_features(work_dir / f"{params.source}.npz", model, src.images, params.batch_size)
+    extract = {"batch_size": runtime.batch_size, "device": runtime.device}
+    x_src = cached_features(work_dir / f"{params.source}.npz", model, src.images, **extract)
     ids, splits = src.frame["patient_id"].to_numpy(), src.frame["split"].to_numpy()
     paper = ProbeData(params.source, x_src, probe_targets(src.frame, FIELDS), ids, splits, FIELDS, True)
     res = run_probe(paper, seeds, probe, report=fields)
@@ -160,7 +162,7 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
 
     # NIH-style target: the paper-protocol heads applied unchanged to the target test split, 8 shared labels.
     tgt = load_records(records_dir, images_dir, params.target, params.views)
-    x_tgt = cached_features(work_dir / f"{params.target}.npz", model, tgt.images, params.batch_size)
+    x_tgt = cached_features(work_dir / f"{params.target}.npz", model, tgt.images, **extract)
     t = tgt.frame["split"].to_numpy() == "test"
     nih = transfer_probe(res.probes, x_tgt[t], probe_targets(tgt.frame[t], NIH_SHARED_FIELDS), FIELDS,
                          NIH_SHARED_FIELDS, f"{params.target} transfer")
@@ -176,7 +178,7 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
             warnings.warn(f"evaluate: {name} skipped: split(s) {empty} empty ({len(s.images)} images)")
             out["data"][name] = f"skipped: split(s) {empty} empty ({len(s.images)} images from {options.root})"
             continue
-        x = cached_features(work_dir / f"{name}.npz", model, s.images, params.batch_size)
+        x = cached_features(work_dir / f"{name}.npz", model, s.images, **extract)
         data = ProbeData(name, x, s.labels, s.patient_ids, s.splits, tuple(s.class_names), s.multilabel)
         out[name] = run_probe(data, seeds, probe).metrics
         out["data"][name] = f"{data.describe()}; {len(s.class_names)} classes from {options.root}"

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from vivid_med.fields import DISPLAY_NAMES
 from vivid_med.io import atomic_dir, atomic_path, failpoint, write_json
 from vivid_med.states import STATE_VALUES
+from vivid_med.runtime import TeacherRuntime
 from vivid_med.teacher.config import TeacherParams
 from vivid_med.teacher.embed import EMBED_VERSION, RELATED, UNRELATED, Embedder, semantic_margin
 
@@ -247,7 +248,7 @@ def build_cache(embedder: Embedder, targets: dict[str, str], out_dir: Path, work
 
 
 def run(variant: str, params: TeacherParams, fields: tuple[str, ...], records_dir: Path, models_dir: Path,
-        out_dir: Path, work_dir: Path) -> dict | None:
+        out_dir: Path, work_dir: Path, runtime: TeacherRuntime = TeacherRuntime()) -> dict | None:
     """The cache of teacher ``variant`` for every distinct target of ``records_dir/*.parquet`` (the stage
     ``teacher@<variant>``): writes ``out_dir`` and returns the manifest (rank 0; None on other ranks)."""
     from vivid_med.teacher.convert import teacher_name
@@ -258,8 +259,8 @@ def run(variant: str, params: TeacherParams, fields: tuple[str, ...], records_di
     records = sorted(p for p in Path(records_dir).glob("*.parquet") if not p.name.endswith(".rejects.parquet"))
     targets = distinct_targets(records, fields)
     teacher = load_teacher(Path(models_dir) / teacher_name(params.model), variant, layer=params.layer,
-                           dtype=params.dtype, device=params.device, seed=params.seed,
+                           dtype=params.dtype, device=runtime.device, seed=params.seed,
                            trust_remote_code=params.trust_remote_code)
     embedder = Embedder(teacher, params.pooling, params.template, fields)
     return build_cache(embedder, targets, Path(out_dir), Path(work_dir), centre=params.centre,
-                       batch_size=params.batch_size, dtype=params.dtype)
+                       batch_size=runtime.batch_size, dtype=params.dtype)

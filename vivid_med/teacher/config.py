@@ -20,9 +20,6 @@ class TeacherParams(StrictParams):
     layer: PositiveInt           # the hidden layer pooled (the model is built only up to it)
     pooling: Literal["name_state", "name_tokens", "all_tokens", "last_token"]
     centre: bool                 # subtract the prototype-set mean
-    batch_size: PositiveInt
     dtype: Literal["float64", "float32", "bfloat16", "float16"]  # float64: the same cache bytes on any CPU
-    device: str                  # auto | cpu | cuda | cuda:<k>
     seed: NonNegativeInt         # the random variant's weights
     trust_remote_code: bool
-    processes: Literal["auto"] | PositiveInt  # auto: one process per CUDA GPU (torchrun)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vivid_med.runtime import resolve_device
 from vivid_med.teacher.convert import is_causal_lm
 
 VARIANTS = ("pretrained", "random")
@@ -57,15 +58,6 @@ def _quiet():
         yield
     finally:
         logging.set_verbosity(level)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the CUDA device of this process (LOCAL_RANK) if one exists, else CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 def _sha_files(paths: list[Path], h: "hashlib._Hash") -> None:
