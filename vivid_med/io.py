@@ -9,6 +9,7 @@ equals ``name`` (the fault-injection tests use it; unset, it costs one dict look
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import os
 import shutil
@@ -44,6 +45,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sweep(path)
+
+
+def _sweep(path: Path) -> None:
+    """Remove what a killed writer of ``path`` left beside it (``.<name>.*.tmp``), once a new ``path`` is in place."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -99,6 +107,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _sweep(path)
 
 
 def same_file(a: str | Path, b: str | Path) -> bool:
