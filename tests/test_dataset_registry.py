@@ -160,11 +160,11 @@ def test_unknown_or_missing_kind_lists_the_known_kinds():
 def test_params_section_validates_every_source_at_its_key():
     """RecordsParams checks each records.sources entry with its kind's Options, errors located at the key."""
     good = {"a": {"kind": "nih", "root": "/data/nih"}, "b": {"kind": "mimic", "root": "/m", "labels": "table"}}
-    params = RecordsParams.model_validate({"sources": good, "llm_extractor": None})
+    params = RecordsParams.model_validate({"sources": good, "llm_extractor": None, "report_text": "keep"})
     assert type(params.sources["b"]).__qualname__ == "MimicCxrJpg.Options" and params.sources["b"].labels == "table"
     bad = {**good, "c": {"kind": "lidc", "root": "/l"}, "d": {"kind": "nih", "root": "/n", "seed": "0"}}
     with pytest.raises(ParamsError) as e:
-        validate_section(RecordsParams, {"sources": bad, "llm_extractor": None}, "params.yaml: records")
+        validate_section(RecordsParams, {"sources": bad, "llm_extractor": None, "report_text": "keep"}, "params.yaml: records")
     lines = str(e.value).splitlines()
     assert lines[0].startswith("params.yaml: records.sources.c.kind: 'lidc' provides ['image_set']")
     assert lines[1] == "params.yaml: records.sources.d.seed: Input should be a valid integer (got '0')"

@@ -204,7 +204,7 @@ def dataset(tmp_path: Path, name: str) -> Path:
 def records(tmp_path: Path, kind: str, root: Path, **options) -> tuple[pd.DataFrame, dict[int, str], dict]:
     """The records stage (``vivid_med.records.run``) on one source into ``tmp_path/out``: (records, the rejects of
     its first label file as {row: reason}, counts)."""
-    params = RecordsParams.model_validate({"llm_extractor": None, "sources": {
+    params = RecordsParams.model_validate({"llm_extractor": None, "report_text": "keep", "sources": {
         "fx": {"kind": kind, "root": str(root), **options}}})
     counts = run_records(params, PRETRAIN_FIELDS, tmp_path / "out")["fx"]
     rej = pd.read_parquet(tmp_path / "out" / "fx.rejects.parquet")
@@ -393,7 +393,7 @@ def stage_project(tmp_path_factory) -> tuple[Path, dict, dict]:
     outputs); and the outputs of a run after a metadata row was dropped (the new outputs)."""
     old = tmp_path_factory.mktemp("stage_old")
     shutil.copytree(FX / "mimic", old / "mimic")
-    write_params(old, replace={"records": {"llm_extractor": None, "sources": {
+    write_params(old, replace={"records": {"llm_extractor": None, "report_text": "keep", "sources": {
         "fx_nih": {"kind": "nih", "root": str(FX / "nih")},
         "fx_mimic": {"kind": "mimic", "root": "mimic", "labels": "reports"}}}})
     assert run(old, "-m", "stages.records").returncode == 0

@@ -151,7 +151,7 @@ def test_stage_on_fixtures(tmp_path, monkeypatch, capsys):
     from stages.records import main
 
     (tmp_path / "params.yaml").write_text(
-        "fields: [cardiomegaly, edema, pleural_effusion]\nrecords:\n  llm_extractor: null\n  sources:\n"
+        "fields: [cardiomegaly, edema, pleural_effusion]\nrecords:\n  llm_extractor: null\n  report_text: keep\n  sources:\n"
         f"    fx_mimic: {{kind: mimic, root: {FX / 'mimic'}, labels: reports}}\n"
         f"    fx_nih: {{kind: nih, root: {FX / 'nih'}, seed: 1}}\n")
     monkeypatch.chdir(tmp_path)
@@ -202,7 +202,7 @@ def test_stage_refuses_bad_params_before_reading(tmp_path, monkeypatch):
     from stages.records import main
 
     (tmp_path / "params.yaml").write_text(
-        "fields: [cardiomegaly]\nrecords:\n  llm_extractor: null\n  sources:\n"
+        "fields: [cardiomegaly]\nrecords:\n  llm_extractor: null\n  report_text: keep\n  sources:\n"
         f"    fx_nih: {{kind: nih, root: {FX / 'nih'}}}\n"
         f"    fx_mimic: {{kind: mimic, root: {FX / 'mimic'}, labels: text}}\n")
     monkeypatch.chdir(tmp_path)
@@ -212,7 +212,7 @@ def test_stage_refuses_bad_params_before_reading(tmp_path, monkeypatch):
 
 
 def test_run_is_a_library_call(tmp_path):
-    params = RecordsParams.model_validate({"llm_extractor": None, "sources": {
+    params = RecordsParams.model_validate({"llm_extractor": None, "report_text": "keep", "sources": {
         "fx_nih": {"kind": "nih", "root": str(FX / "nih")}}})
     metrics = run_records(params, ["cardiomegaly"], tmp_path)
     assert metrics["fx_nih"]["accepted"] == 4 and (tmp_path / "fx_nih.parquet").is_file()
@@ -226,8 +226,39 @@ def test_run_refuses_an_output_folder_overlapping_a_root(tmp_path, root, out):
     """data/records is replaced as a whole, so it must neither hold nor sit inside a dataset root."""
     shutil.copytree(FX / "nih", tmp_path / root, dirs_exist_ok=True)
     before = sorted(tmp_path.rglob("*"))
-    params = RecordsParams.model_validate({"llm_extractor": None, "sources": {
+    params = RecordsParams.model_validate({"llm_extractor": None, "report_text": "keep", "sources": {
         "fx_nih": {"kind": "nih", "root": str(tmp_path / root)}}})
     with pytest.raises(ValueError, match=r"records.sources.fx_nih: root .* overlap"):
         run_records(params, ["cardiomegaly"], tmp_path / out)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_records_without_report_text_keep_states_targets_and_offsets(tmp_path):
+    """``report_text: drop``: no report text anywhere in the records (report null, evidence sentences null), the
+    same states, targets and evidence offsets as with the text kept."""
+    from vivid_med.records import RecordsParams, run
+
+    secret = "SENTINEL-REPORT-TEXT"
+    root = tmp_path / "mimic"
+    shutil.copytree(FX / "mimic", root)
+    for report in root.rglob("s*.txt"):
+        report.write_bytes(report.read_bytes() + f" {secret} is here.".encode())
+    spec = {"kind": "mimic", "root": str(root), "labels": "reports"}
+    frames = {}
+    for mode in ("keep", "drop"):
+        params = RecordsParams.model_validate({"sources": {"m": spec}, "llm_extractor": None, "report_text": mode})
+        run(params, PRETRAIN_FIELDS, tmp_path / mode)
+        frames[mode] = read_records(tmp_path / mode / "m.parquet")
+        found = secret.encode() in (tmp_path / mode / "m.parquet").read_bytes()
+        assert found is (mode == "keep")
+    keep, drop = frames["keep"], frames["drop"]
+    assert drop["report"].isna().all() and keep["report"].notna().any()
+    assert (keep[list(FIELDS)].fillna("-") == drop[list(FIELDS)].fillna("-")).all().all()
+    assert keep["target_hash"].tolist() == drop["target_hash"].tolist()
+    for a, b in zip(keep["ums_json"], drop["ums_json"]):
+        ra, rb = ums.UMSRecord.model_validate_json(a), ums.UMSRecord.model_validate_json(b)
+        for f in FIELDS:
+            ea, eb = getattr(ra.findings, f).evidence, getattr(rb.findings, f).evidence
+            assert (ea is None) == (eb is None)
+            if ea is not None:
+                assert eb.sentence is None and (ea.start, ea.end, ea.sentence_start) == (eb.start, eb.end, eb.sentence_start)

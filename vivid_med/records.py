@@ -8,7 +8,7 @@ Report route (``vivid_med.reports``): the extractor reads each distinct report o
 spans checked against the report. Every input row ends up accepted or in the rejects with a reason.
 
     >>> params = RecordsParams.model_validate({"sources": {"demo_nih": {"kind": "nih", "root": "data/demo/nih"}},
-    ...                                        "llm_extractor": None})
+    ...                                        "llm_extractor": None, "report_text": "keep"})
     >>> metrics = run(params, PRETRAIN_FIELDS, Path("data/records"))   # {name: counts}
 """
 
@@ -19,6 +19,7 @@ import posixpath
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,7 @@ class RecordsParams(StrictParams):
 
     sources: dict[str, RecordSourceSpec]
     llm_extractor: LlmExtractorParams | None
+    report_text: Literal["keep", "drop"]  # drop: no report text in the records (report null, evidence offsets only)
 
 
 def _lstat_kind(path: str) -> str:
@@ -262,11 +264,21 @@ def _refuse_overlap(params: RecordsParams, out_dir: Path) -> None:
                              "(the output folder is replaced as a whole)")
 
 
+def drop_report_text(records: pd.DataFrame) -> pd.DataFrame:
+    """``records`` without report text: ``report`` null and every evidence sentence null (each distinct record
+    rewritten once); states, targets and offsets unchanged."""
+    stripped = {j: ums.without_report_text(j) for j in pd.unique(records["ums_json"])}
+    return records.assign(report=None, ums_json=records["ums_json"].map(stripped))
+
+
 def write_source(name: str, options: RecordOptions, fields: tuple[str, ...], extractor: TextExtractor,
-                 out_dir: Path) -> dict:
-    """One source -> ``out_dir/<name>.parquet`` + ``.rejects.parquet``, then ``.json`` (root, counts); its counts."""
+                 out_dir: Path, report_text: str = "keep") -> dict:
+    """One source -> ``out_dir/<name>.parquet`` + ``.rejects.parquet``, then ``.json`` (root, counts); its counts.
+    ``report_text: drop`` keeps no report text in the records (``drop_report_text``)."""
     records, rejects = build_records(open_dataset(options).records(), name, options.labels, fields,
                                      options.check_images, extractor)
+    if report_text == "drop":
+        records = drop_report_text(records)
     write_records(records, out_dir / f"{name}.parquet", fields)
     write_rejects(rejects, out_dir / f"{name}.rejects.parquet")
     counts = summary(records, rejects)
@@ -292,5 +304,5 @@ def run(params: RecordsParams, fields: Sequence[str], out_dir: Path) -> dict[str
     with atomic_dir(out_dir) as tmp:
         for name, options in params.sources.items():
             failpoint(f"records:{name}")
-            metrics[name] = write_source(name, options, fields, extractor, tmp)
+            metrics[name] = write_source(name, options, fields, extractor, tmp, params.report_text)
     return metrics

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from vivid_med.fields import DISPLAY_NAMES, FIELDS, PRETRAIN_FIELDS
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1.0: an evidence sentence may be null (records made without report text)
 
 State = Optional[Literal["present", "absent", "uncertain"]]
 View = Optional[Literal["PA", "AP", "LAT"]]
@@ -34,11 +34,12 @@ class Evidence(BaseModel):
     """Where in the report a state was read: the sentence (text and offsets) and the mention's span.
 
     Offsets are character offsets into the report string: ``report[start:end]`` is the mention and
-    ``report[sentence_start:sentence_end] == sentence``.
+    ``report[sentence_start:sentence_end] == sentence``. ``sentence`` is null in records made with
+    ``records.report_text: drop`` (no report text kept; the offsets still point into the source report).
     """
 
     model_config = _STRICT
-    sentence: str = Field(min_length=1)
+    sentence: Optional[str] = Field(min_length=1)
     sentence_index: int = Field(ge=0)
     sentence_start: int = Field(ge=0)
     sentence_end: int = Field(ge=0)
@@ -50,13 +51,14 @@ class Evidence(BaseModel):
         if not (self.sentence_start <= self.start < self.end <= self.sentence_end):
             raise ValueError(f"evidence span [{self.start},{self.end}) is not inside its sentence "
                              f"[{self.sentence_start},{self.sentence_end})")
-        if len(self.sentence) != self.sentence_end - self.sentence_start:
+        if self.sentence is not None and len(self.sentence) != self.sentence_end - self.sentence_start:
             raise ValueError("evidence sentence length does not match its offsets")
         return self
 
     def check(self, report: str) -> None:
-        """Raise ValueError unless the offsets point at ``sentence`` inside ``report``."""
-        if report[self.sentence_start:self.sentence_end] != self.sentence:
+        """Raise ValueError unless the offsets point at ``sentence`` inside ``report`` (and inside it at all)."""
+        if self.sentence_end > len(report) or (self.sentence is not None
+                                               and report[self.sentence_start:self.sentence_end] != self.sentence):
             raise ValueError(f"evidence sentence {self.sentence_index} does not occur at "
                              f"[{self.sentence_start},{self.sentence_end}) of the report")
 
@@ -224,3 +226,12 @@ def write_json_schema(path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json_schema())
     return path
+
+
+def without_report_text(ums_json: str) -> str:
+    """The same record with every evidence sentence set to null: no report text left, offsets kept."""
+    doc = json.loads(ums_json)
+    for finding in (doc.get("findings") or {}).values():
+        if finding.get("evidence"):
+            finding["evidence"]["sentence"] = None
+    return UMSRecord.model_validate_json(json.dumps(doc)).model_dump_json()
