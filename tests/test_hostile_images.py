@@ -327,6 +327,47 @@ def test_paths_that_leave_the_root_or_cannot_name_a_file(tmp_path):
     assert reject(store, "long") == (UNREADABLE_IMAGE, "cannot stat: File name too long")
 
 
+def test_folder_symlinks_and_paths_not_in_normal_form(tmp_path):
+    """The store checks plain paths through real folders with lstat alone (no resolving): every other path is
+    resolved as before. A folder symlink that stays inside the root is followed, one that leaves it is refused,
+    a dataset root that is itself a symlink works, and each record gets what resolving it gives
+    (``_check_path`` + ``load_image``, the reference): the same pixels, reason and detail."""
+    from vivid_med.decoding import load_image
+    from vivid_med.imaging import _check_path, _load_one
+
+    real, outside = tmp_path / "real", tmp_path / "outside"
+    (real / "sub" / "deep").mkdir(parents=True)
+    outside.mkdir()
+    gradient = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)
+    for folder in (real / "sub", real / "sub" / "deep", outside):
+        Image.fromarray(gradient).save(folder / "in.png")
+    (real / "in_dir").symlink_to(real / "sub")                    # a folder symlink that stays inside
+    (real / "out_dir").symlink_to(outside)                        # one that leaves the root
+    (real / "sub" / "up").symlink_to(real)                        # one back up to the root
+    (tmp_path / "root").symlink_to(real)                          # the dataset root through a symlink
+    paths = {"plain": "sub/in.png", "deeper": "sub/deep/in.png", "in_dir": "in_dir/in.png",
+             "in_dir_deep": "in_dir/deep/in.png", "out_dir": "out_dir/in.png", "up": "sub/up/sub/in.png",
+             "dot": "./sub/in.png", "double_slash": "sub//in.png", "trailing_slash": "sub/in.png/",
+             "updown": "sub/../sub/in.png", "escape_deep": "sub/../../outside/in.png", "dotdot": "..",
+             "under_file": "sub/in.png/x.png", "gone_folder": "nofolder/x.png", "folder": "sub/deep",
+             "root": ".", "gone": "sub/gone.png"}
+    recs = records(*paths.items())
+    counts = build_store(recs, tmp_path / "root", tmp_path / "store", 16, max_pixels=MAX_PIXELS)
+    store = assert_accounted(counts, recs, tmp_path / "store")
+    assert sorted(store.index["image_id"]) == sorted(["plain", "deeper", "in_dir", "in_dir_deep", "up", "dot",
+                                                      "double_slash", "trailing_slash", "updown"])
+    assert (store.pixels == gradient).all()
+    assert {k for k in paths if k not in set(store.index["image_id"])} == set(store.rejects["image_id"])
+    for iid in ("out_dir", "escape_deep", "dotdot"):
+        assert reject(store, iid)[0] == PATH_OUTSIDE_ROOT, iid
+    for iid, rel in paths.items():                                # the reference: resolve, then check the file
+        path, reason, detail = _check_path(tmp_path / "root", rel)
+        want = (None, reason, detail) if reason else load_image(path, 16, None, None, MAX_PIXELS)
+        got = _load_one(tmp_path / "root", str(real), {}, rel, None, 16, None, MAX_PIXELS)
+        assert got[1:] == want[1:], (iid, got[1:], want[1:])
+        assert (got[0] is None) == (want[0] is None) and (got[0] is None or np.array_equal(got[0], want[0]))
+
+
 # --- params --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value", [("size", -64), ("size", 0), ("size", 100_000), ("max_pixels", 0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -17,11 +18,12 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
-from vivid_med.decoding import BlankImage, UnreadableImage, fit, read_image
+from vivid_med.decoding import BlankImage, UnreadableImage, as_float, decode, fit, read_image
 from vivid_med.imaging import (
-    CORRUPT_IMAGE, DUPLICATE_IMAGE, MISSING_IMAGE, NOT_A_FILE, PATH_OUTSIDE_ROOT, UNREADABLE_IMAGE, ImageStore,
-    build_store, to_tensor,
+    CORRUPT_IMAGE, DIGEST_KEY, DUPLICATE_IMAGE, INDEX_SCHEMA, MISSING_IMAGE, NOT_A_FILE, PATH_OUTSIDE_ROOT,
+    UNREADABLE_IMAGE, ImageStore, build_store, pixels_digest, to_tensor,
 )
+from vivid_med.tables import table_metadata, write_table
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
 
@@ -114,6 +116,29 @@ def test_downsampling_is_area_average():
     assert abs(int(out.mean()) - 128) <= 1 and out.std() < 1
 
 
+@pytest.mark.parametrize("shape, size", [((16, 16), 16), ((16, 9), 16), ((5, 16), 16), ((16, 16), 8),
+                                         ((16, 12), 24)])
+def test_fit_of_8_bit_values_is_the_float_path(shape, size):
+    """decode keeps an 8-bit raster in uint8; fit gives exactly the pixels of the float path: padded only when no
+    resampling is needed (the float round trip v / 255 -> rint(x * 255) is the identity on all 256 values),
+    through float32 otherwise."""
+    values = np.resize(np.arange(256, dtype=np.uint8), shape)
+    got = fit(values, size)
+    assert got.dtype == np.uint8 and got.shape == (size, size)
+    assert np.array_equal(got, fit(as_float(values), size))
+    if shape == (16, 16) and size == 16:
+        assert np.array_equal(got, values)
+
+
+def test_decode_keeps_8_bit_rasters_and_read_image_is_float(tmp_path):
+    g = _gradient()
+    Image.fromarray(np.dstack([g, g, g])).save(tmp_path / "rgb.png")
+    Image.fromarray(g.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+    assert decode(tmp_path / "rgb.png").dtype == np.uint8 and np.array_equal(decode(tmp_path / "rgb.png"), g)
+    assert decode(tmp_path / "g16.png").dtype == np.float32
+    assert np.array_equal(read_image(tmp_path / "rgb.png"), g.astype(np.float32) / 255.0)
+
+
 # --- store -------------------------------------------------------------------------------------------------
 
 @pytest.fixture()
@@ -185,10 +210,29 @@ def test_store_is_deterministic_with_a_process_pool(dataset, tmp_path):
     assert not (tmp_path / "s1/pixels.tmp.npy").exists()
 
 
+def test_store_digest_is_the_sha256_of_the_pixels(dataset, tmp_path):
+    """build_store records sha256 of the pixel bytes in index.parquet (ImageStore.digest): the same with a pool;
+    a store written before it recorded one gets it computed from its pixels."""
+    root, records = dataset
+    build_store(records, root, tmp_path / "s1", 16, workers=1)
+    build_store(records, root, tmp_path / "s2", 16, workers=2)
+    store = ImageStore.open(tmp_path / "s1")
+    expected = hashlib.sha256(np.ascontiguousarray(store.pixels).tobytes()).hexdigest()
+    assert store.recorded_digest == store.digest == expected == pixels_digest(store.pixels, rows_per_block=3)
+    assert table_metadata(tmp_path / "s1/index.parquet")[DIGEST_KEY] == expected
+    assert ImageStore.open(tmp_path / "s2").digest == expected
+    write_table(store.index, tmp_path / "s1/index.parquet", INDEX_SCHEMA, {"size": 16})   # an older store
+    old = ImageStore.open(tmp_path / "s1")
+    assert old.recorded_digest is None and old.digest == expected and old.recorded_digest == expected
+    build_store(records.head(1), root, tmp_path / "s3", 24)
+    assert ImageStore.open(tmp_path / "s3").digest != expected
+
+
 def test_store_with_nothing_accepted(tmp_path):
     counts = build_store(pd.DataFrame({"image_id": ["x"], "image_path": ["nope.png"]}), tmp_path, tmp_path / "s", 8)
     assert counts == {"input": 1, "accepted": 0, "rejected": 1, "rejects_by_reason": {MISSING_IMAGE: 1}}
-    assert ImageStore.open(tmp_path / "s").pixels.shape == (0, 8, 8)
+    store = ImageStore.open(tmp_path / "s")
+    assert store.pixels.shape == (0, 8, 8) and store.digest == hashlib.sha256(b"").hexdigest()
 
 
 def test_images_stage(dataset, tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ Hostile files are refused before they cost memory or turn into silent zeros: ``d
 size from its header alone (nothing decoded), ``read_image`` refuses an image over ``max_pixels`` (``TooLarge``)
 before decoding it, and one whose pixels are all one value or all NaN (``BlankImage``) before scaling it.
 ``load_image`` turns every refusal and decoder failure into a rejects reason (``vivid_med.tables.Reason``).
+``decode`` is ``read_image`` for the store: an 8-bit raster stays uint8 (``fit`` resamples it in float32 as before,
+and only pads one that needs no resampling), so the stored pixels are those of the float path.
 """
 
 from __future__ import annotations
@@ -63,13 +65,16 @@ def _no_pil_bomb_check() -> Iterator[None]:
 
 
 def _kind(path: Path) -> str:
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
-    if path.suffix.lower() in RASTER_SUFFIXES:
+    dot = name.rfind(".")
+    suffix = name[dot:] if 0 < dot < len(name) - 1 else ""     # PurePath.suffix's rule, on the name read once
+    if suffix in RASTER_SUFFIXES:
         return "raster"
-    if path.suffix.lower() in DICOM_SUFFIXES:
+    if suffix in DICOM_SUFFIXES:
         return "dicom"
-    raise UnreadableImage(f"unsupported file type {path.suffix.lower()!r}")
+    raise UnreadableImage(f"unsupported file type {suffix!r}")
 
 
 def declared_size(path: str | Path) -> tuple[int, int, int]:
@@ -92,7 +97,10 @@ def declared_size(path: str | Path) -> tuple[int, int, int]:
 def check_size(path: str | Path, max_pixels: int) -> None:
     """TooLarge when the image, padded to the square ``fit`` makes of it (times its frames), would hold more
     than ``max_pixels`` pixels: what decoding it costs in memory, known before decoding."""
-    frames, height, width = declared_size(path)
+    _check_pixels(*declared_size(path), max_pixels)
+
+
+def _check_pixels(frames: int, height: int, width: int, max_pixels: int) -> None:
     pixels = frames * max(height, width) ** 2
     if pixels > max_pixels:
         what = f"{width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
@@ -105,6 +113,8 @@ def _check_not_blank(x: np.ndarray, where: str = "") -> None:
     all-zero image of it); ``where`` names the frame or slice."""
     if x.size == 0:
         raise UnreadableImage(f"{where}no pixels")
+    if x.dtype.kind in "iu" and x.flat[0] != x.flat[x.size // 2]:
+        return                                    # two values differ: not blank, no need to scan
     if x.dtype.kind == "f":
         finite = np.isfinite(x)
         if not finite.any():
@@ -138,16 +148,27 @@ def _frame(frame: int | None, n: int, path: Path) -> int:
     return k
 
 
-def _read_raster(path: Path, frame: int | None, window: Window | None) -> np.ndarray:
-    with Image.open(path) as im:
+def _read_raster(path: Path, frame: int | None, window: Window | None, max_pixels: int | None = None) -> np.ndarray:
+    """float32 [0, 1] for a 16-bit / float file (its full range), else the 8-bit grey values as they are (uint8:
+    ``as_float`` makes the [0, 1] image of them). ``max_pixels`` is checked on the header this open has read."""
+    with Image.open(path) as im:                       # lazy: the header only
+        if max_pixels is not None:
+            _check_pixels(1, im.height, im.width, max_pixels)
         im.load()
         if im.mode in ("I;16", "I;16B", "I", "F"):     # 16-bit / float PNG or TIFF: full range
             x = np.asarray(im)
             _check_not_blank(x)
             return _minmax(x)
-        gray = np.asarray(im.convert("L"))
+        gray = np.asarray(im if im.mode == "L" else im.convert("L"))
     _check_not_blank(gray)
-    return gray.astype(np.float32) / 255.0
+    return gray
+
+
+def as_float(image: np.ndarray) -> np.ndarray:
+    """float32 [0, 1] of a decoded image: 8-bit grey values / 255, a float image as it is."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return np.ascontiguousarray(image, dtype=np.float32)
 
 
 def _read_dicom(path: Path, frame: int | None, window: Window | None) -> np.ndarray:
@@ -195,20 +216,40 @@ def read_image(path: str | Path, frame: int | None = None, window: Window | None
     """Decode one image to float32 [H, W] in [0, 1] (bright = dense). ``frame`` picks a DICOM frame or a
     NIfTI slice (default: the middle one); ``window`` = (centre, width) in modality units (e.g. HU).
     ``max_pixels``: refuse a larger image from its header (``check_size``) before decoding; None: no limit."""
-    path = Path(path)
-    reader = _READERS[_kind(path)]
-    if max_pixels is not None:
-        check_size(path, max_pixels)
+    return as_float(decode(path, frame, window, max_pixels))
+
+
+def decode(path: str | Path, frame: int | None = None, window: Window | None = None,
+           max_pixels: int | None = None) -> np.ndarray:
+    """``read_image`` without the last step: an 8-bit raster stays uint8 (its grey values), anything else is
+    float32 [0, 1]; ``fit`` takes either, and ``as_float`` turns the first into ``read_image``'s image."""
+    path = path if isinstance(path, Path) else Path(path)
+    kind = _kind(path)
     with _no_pil_bomb_check():
-        img = reader(path, frame, window)
-    return np.ascontiguousarray(img, dtype=np.float32)
+        if kind == "raster":                           # one open: the header checked, then decoded
+            return _read_raster(path, frame, window, max_pixels)
+        if max_pixels is not None:
+            check_size(path, max_pixels)
+        return _READERS[kind](path, frame, window)
 
 
 def fit(image: np.ndarray, size: int) -> np.ndarray:
-    """float [H, W] in [0, 1] -> uint8 [size, size]: zero-pad to square (centred), then area-average
-    (BOX) when shrinking or bicubic when enlarging."""
+    """float [H, W] in [0, 1] (or uint8 grey values, as ``decode`` returns an 8-bit raster) -> uint8
+    [size, size]: zero-pad to square (centred), then area-average (BOX) when shrinking or bicubic when enlarging.
+
+    Resampling is done in float32 (then ``rint(x * 255)``). uint8 whose square already has the store's side is
+    only padded: the float round trip is the identity on 8-bit values (every one of the 256 checked in
+    tests/test_imaging.py), so the pixels are those of the float path."""
     h, w = image.shape
     s = max(h, w)
+    if image.dtype == np.uint8:
+        if s == size:
+            if h == w:
+                return image.copy()
+            square = np.zeros((s, s), np.uint8)
+            square[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
+            return square
+        image = as_float(image)
     if h != w:
         square = np.zeros((s, s), np.float32)
         square[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
@@ -241,8 +282,14 @@ def load_image(path: Path, size: int, frame: int | None = None, window: Window |
     problem = file_problem(path)
     if problem:
         return None, *problem
+    return load_file(path, size, frame, window, max_pixels)
+
+
+def load_file(path: Path, size: int, frame: int | None = None, window: Window | None = None,
+              max_pixels: int | None = None) -> tuple[np.ndarray | None, str | None, str | None]:
+    """``load_image`` of a path already known to be a readable regular file (``file_problem`` is None)."""
     try:
-        return fit(read_image(path, frame, window, max_pixels), size), None, None
+        return fit(decode(path, frame, window, max_pixels), size), None, None
     except ImageRejected as e:
         return None, e.reason, str(e)
     except Exception as e:  # noqa: BLE001 - any decoder failure is a corrupt file, recorded with its message

@@ -3,16 +3,21 @@
 Store layout (docs/contracts.md), one folder per dataset:
 ``pixels.npy`` uint8 [N, S, S] (``np.load(mmap_mode="r")``), ``index.parquet`` (image_id, row),
 ``rejects.parquet`` (image_id, image_path, reason, detail): every input record is either a row of the index
-or a row of the rejects, never silently lost.
+or a row of the rejects, never silently lost. ``index.parquet``'s metadata holds ``size`` and ``pixels_sha256``
+(sha256 of the pixel bytes, row by row: ``ImageStore.digest``), computed while the rows are written.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import os
+import posixpath
 import signal
+import stat
 import sys
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -25,11 +30,11 @@ import pyarrow as pa
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from vivid_med.decoding import Window, load_image
+from vivid_med.decoding import Window, load_file, load_image
 from vivid_med.io import failpoint
 from vivid_med.params import PositiveInt, StrictParams
 from vivid_med.sources.base import safe_join
-from vivid_med.tables import Reason, read_table, write_table
+from vivid_med.tables import Reason, read_table, table_metadata, write_table
 from vivid_med.ums import SCHEMA_VERSION
 
 MEAN, STD = 0.5, 0.25
@@ -48,6 +53,10 @@ IMAGE_REJECTS_SCHEMA = pa.schema([pa.field("image_id", pa.string(), nullable=Tru
                                   pa.field("image_path", pa.string(), nullable=True),
                                   pa.field("reason", pa.string(), nullable=False),
                                   pa.field("detail", pa.string(), nullable=True)], metadata=_META)
+
+
+#: ``index.parquet`` metadata key (``vivid_med.<key>``) of the store's digest.
+DIGEST_KEY = "pixels_sha256"
 
 
 class ImagesParams(StrictParams):
@@ -75,8 +84,71 @@ def _check_path(root: Path, rel: object) -> tuple[Path | None, str | None, str |
         return None, UNREADABLE_IMAGE, str(e)
 
 
-def _load_job(job: tuple[Path, int | None], size: int, window: Window | None, max_pixels: int | None) -> tuple:
-    return load_image(job[0], size, job[1], window, max_pixels)
+def _lstat_kind(path: str) -> str:
+    """'dir', 'file' (regular), 'missing', or 'other' (a symlink, anything else, or an lstat that fails
+    otherwise: a name too long, no permission)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "other"
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def _plain_kind(real_root: str, rel: str, dirs: dict[str, str]) -> str:
+    """What ``real_root/rel`` is when reached through real directories only (``dirs`` caches each directory's
+    kind); 'other' where a symlink or a non-directory is on the way (as ``vivid_med.records.check_paths``)."""
+    parent = posixpath.dirname(rel)
+    if parent and parent not in dirs:
+        up = _plain_kind(real_root, parent, dirs)
+        dirs[parent] = up if up in ("missing", "other") else ("dir" if up == "dir" else "other")
+    state = dirs.get(parent, "dir")
+    return _lstat_kind(os.path.join(real_root, rel)) if state == "dir" else state
+
+
+def _is_plain(rel: str) -> bool:
+    """A relative path in normal form without '..': joined to a root it names a place under the root unless a
+    symlink is on the way."""
+    return (posixpath.normpath(rel) == rel and not rel.startswith(("/", "../")) and rel not in (".", "..")
+            and "\x00" not in rel)
+
+
+def _load_one(root: Path, real_root: str, dirs: dict[str, str], rel: object, frame: int | None, size: int,
+              window: Window | None, max_pixels: int | None) -> tuple:
+    """(uint8 [size, size], None, None) or (None, reason, detail) for the record ``rel`` (a path under ``root``).
+
+    The fast path: a plain path (``_is_plain``) through real directories to a regular file (one ``lstat`` per file,
+    one per directory, cached in ``dirs``) is ``real_root/rel`` itself, exactly what resolving it would give.
+    Every other path (a symlink on the way, '..', absolute, odd names) is resolved by ``safe_join`` and checked by
+    ``load_image``, as before: the same pixels, reasons and details either way."""
+    if isinstance(rel, str) and rel and _is_plain(rel):
+        kind = _plain_kind(real_root, rel, dirs)
+        path = os.path.join(real_root, rel)
+        if kind == "file":
+            if not os.access(path, os.R_OK):
+                return None, UNREADABLE_IMAGE, "no permission to read"
+            return load_file(Path(path), size, frame, window, max_pixels)  # the one Path of this file
+        if kind == "missing":
+            return None, MISSING_IMAGE, "no such file"
+        if kind == "dir":
+            return None, NOT_A_FILE, "a directory"
+    path, reason, detail = _check_path(root, rel)
+    if reason:
+        return None, reason, detail
+    return load_image(path, size, frame, window, max_pixels)
+
+
+#: Per decode process: (build token, directory kinds) of the build it works for (a new build starts afresh).
+_DIRS: tuple[str, dict[str, str]] = ("", {})
+
+
+def _load_job(job: tuple[object, int | None], root: Path, real_root: str, token: str, size: int,
+              window: Window | None, max_pixels: int | None) -> tuple:
+    global _DIRS
+    if _DIRS[0] != token:
+        _DIRS = (token, {})
+    return _load_one(root, real_root, _DIRS[1], job[0], job[1], size, window, max_pixels)
 
 
 def build_store(records: pd.DataFrame, root: str | Path, out_dir: str | Path, size: int,
@@ -91,40 +163,72 @@ def build_store(records: pd.DataFrame, root: str | Path, out_dir: str | Path, si
     frames = records["frame"] if "frame" in records else pd.Series([None] * len(records))
     rejects, jobs, ids, seen = [], [], [], set()
     for i, (iid, rel, fr) in enumerate(zip(records["image_id"], records["image_path"], frames)):
-        path, reason, detail = _check_path(Path(root), rel) if iid not in seen else (None, DUPLICATE_IMAGE, None)
-        seen.add(iid)
-        if reason:
-            rejects.append((i, iid, rel, reason, detail))
-        else:
-            jobs.append((path, None if fr is None or pd.isna(fr) else int(fr)))
+        if iid in seen:
+            rejects.append((i, iid, rel, DUPLICATE_IMAGE, None))
+        else:                                  # the path is checked by the decode process, with the file
+            jobs.append((rel, None if fr is None or pd.isna(fr) else int(fr)))
             ids.append((i, iid, rel))
+        seen.add(iid)
 
-    load = partial(_load_job, size=size, window=window, max_pixels=max_pixels)
-    pixels = np.lib.format.open_memmap(out_dir / "pixels.npy", mode="w+", dtype=np.uint8,
+    load = partial(_load_job, root=Path(root), real_root=str(Path(root).resolve()), token=uuid.uuid4().hex,
+                   size=size, window=window, max_pixels=max_pixels)
+    # the .npy header for every job's row; rows are appended in order with plain writes, 32 at a time (page
+    # faults of a new memory-mapped file cost several times more), and _keep_rows cuts the file to the accepted rows
+    header = np.lib.format.open_memmap(out_dir / "pixels.npy", mode="w+", dtype=np.uint8,
                                        shape=(len(jobs), size, size))
-    accepted = []
+    offset = header.offset
+    del header
+    accepted, digest = [], hashlib.sha256()
     pool = ProcessPoolExecutor(workers, initializer=_die_with, initargs=(os.getpid(),)) if workers > 1 else _Serial()
-    with pool:
+    with pool, open(out_dir / "pixels.npy", "r+b", buffering=0) as f:
+        f.seek(offset)
+        rows = _RowWriter(f, size * size)
         results = pool.map(load, jobs, chunksize=max(1, min(32, len(jobs) // (4 * workers))))
         for j, (img, reason, detail) in enumerate(tqdm(results, total=len(jobs),
                                                        desc=f"images {label or out_dir.name}")):
             if img is None:
                 rejects.append((*ids[j], reason, detail))
             else:
-                pixels[len(accepted)] = img
+                digest.update(rows.add(img, ids[j][2]))
                 accepted.append(ids[j][1])
             failpoint("images:decode")
-    pixels.flush()
-    del pixels
+        rows.flush()
     _keep_rows(out_dir / "pixels.npy", len(accepted))
 
     write_table(pd.DataFrame({"image_id": accepted, "row": np.arange(len(accepted), dtype=np.int64)}),
-                out_dir / "index.parquet", INDEX_SCHEMA, {"size": size})
+                out_dir / "index.parquet", INDEX_SCHEMA, {"size": size, DIGEST_KEY: digest.hexdigest()})
     rej = pd.DataFrame(sorted(rejects, key=lambda r: r[0]),
                        columns=["input_row", "image_id", "image_path", "reason", "detail"])
     write_table(rej, out_dir / "rejects.parquet", IMAGE_REJECTS_SCHEMA)
     return {"input": len(records), "accepted": len(accepted), "rejected": len(rej),
             "rejects_by_reason": {k: int(v) for k, v in sorted(rej["reason"].value_counts().items())}}
+
+
+class _RowWriter:
+    """Appends uint8 rows of ``row_bytes`` bytes to the unbuffered file ``f`` at its position, ``batch`` rows per
+    ``writev`` (one system call per row costs more than the copy)."""
+
+    def __init__(self, f, row_bytes: int, batch: int = 32) -> None:
+        self.fd, self.row_bytes, self.batch, self.pending = f.fileno(), row_bytes, batch, []
+
+    def add(self, img: np.ndarray, where: object) -> memoryview:
+        """Queue ``img``; its bytes (for the digest)."""
+        row = memoryview(np.ascontiguousarray(img, np.uint8)).cast("B")
+        if row.nbytes != self.row_bytes:
+            raise RuntimeError(f"{where}: decoded to {img.shape}, not {self.row_bytes} pixels")
+        self.pending.append(row)
+        if len(self.pending) >= self.batch:
+            self.flush()
+        return row
+
+    def flush(self) -> None:
+        data, self.pending = self.pending, []
+        done = os.writev(self.fd, data) if data else 0
+        rest = sum(r.nbytes for r in data) - done
+        if rest:                               # a short write: the remainder one call at a time
+            tail = memoryview(b"".join(data))[done:]
+            while tail:
+                tail = tail[os.write(self.fd, tail):]
 
 
 def _die_with(parent: int) -> None:
@@ -168,13 +272,24 @@ def _keep_rows(path: Path, n: int) -> None:
         f.truncate(offset + n * int(np.prod(shape[1:])) * dtype.itemsize)
 
 
+def pixels_digest(pixels: np.ndarray, rows_per_block: int = 1024) -> str:
+    """sha256 (hex) of ``pixels``' bytes in row-major order, read block by block (a memory-mapped store is never
+    all in memory): what ``build_store`` records while it writes the rows."""
+    h = hashlib.sha256()
+    for start in range(0, len(pixels), rows_per_block):
+        h.update(np.ascontiguousarray(pixels[start:start + rows_per_block]))
+    return h.hexdigest()
+
+
 @dataclass
 class ImageStore:
-    """A dataset's stored images: ``pixels`` uint8 [N, S, S] (memory-mapped), ``index`` (image_id, row)."""
+    """A dataset's stored images: ``pixels`` uint8 [N, S, S] (memory-mapped), ``index`` (image_id, row);
+    ``digest``: sha256 of the pixel bytes (``pixels_digest``)."""
 
     pixels: np.ndarray
     index: pd.DataFrame
     rejects: pd.DataFrame
+    recorded_digest: str | None = None  # index.parquet's pixels_sha256; None for a store written before it
 
     @classmethod
     def open(cls, directory: str | Path) -> "ImageStore":
@@ -185,7 +300,16 @@ class ImageStore:
         index = read_table(d / "index.parquet", INDEX_SCHEMA)
         if len(index) != len(pixels) or not np.array_equal(index["row"].to_numpy(), np.arange(len(pixels))):
             raise ValueError(f"{d}: index.parquet ({len(index)} rows) does not match pixels.npy {pixels.shape}")
-        return cls(pixels, index, read_table(d / "rejects.parquet", IMAGE_REJECTS_SCHEMA))
+        return cls(pixels, index, read_table(d / "rejects.parquet", IMAGE_REJECTS_SCHEMA),
+                   table_metadata(d / "index.parquet").get(DIGEST_KEY))
+
+    @property
+    def digest(self) -> str:
+        """sha256 (hex) of the pixel bytes: the one the images stage recorded, or (a store written before it
+        recorded one) computed from the pixels on first use and kept."""
+        if self.recorded_digest is None:
+            self.recorded_digest = pixels_digest(self.pixels)
+        return self.recorded_digest
 
     def __post_init__(self) -> None:
         self._row = dict(zip(self.index["image_id"], self.index["row"]))
