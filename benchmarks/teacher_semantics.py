@@ -13,7 +13,7 @@ PMI with every patient weighted equally (each image 1 / its patient's images).
 
 Teacher side: the 36 (field, state) prototypes of params.yaml's teacher fields (``teacher.fields``, or the
 top-level ``fields``) rendered and pooled as the teacher cache does (SmolLM2: params.yaml ``teacher.template`` /
-``pooling``; MiniLM: ``plain`` / ``name_tokens``, as the README's teacher section says for ``teacher.model:
+``pooling``; MiniLM: ``plain`` / ``name_tokens``, as docs/teacher.md says for ``teacher.model:
 minilm``), centred over the 36 per layer. A finding's
 vector is its ``present`` prototype (headline) or its mean over the 3 states (``mean_states``); cosine per pair.
 Each model is run once to full depth with output_hidden_states; every layer (0 = embedding output) is pooled

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = {k: manifest[k] for k in keys}
         records = sorted(p.stem for p in RECORDS.glob("*.parquet") if not p.name.endswith(".rejects.parquet"))
         metrics["synthetic_data"] = synthetic_datasets(RECORDS, records)
-        timing = {k: manifest[k] for k in ("forward_passes_this_run", "seconds")}  # varies run to run
+        timing = {k: manifest[k] for k in ("forward_passes_this_run", "seconds", "processes")}  # runtime facts
         write_json(TIMING / f"teacher_{args.variant}.json", timing, indent=1)
         write_json(METRICS / f"{args.variant}.json", metrics, indent=1)  # the metric last
         print(json.dumps({**metrics, **timing}))

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def shared_data() -> Path:
     """``../shared/data`` (real public data), or skip with a reason where it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent (see README: Real data)")
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (docs/real-data.md, docs/evaluation.md)")
     return SHARED_DATA
 
 

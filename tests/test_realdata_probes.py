@@ -25,7 +25,7 @@ pytestmark = pytest.mark.realdata
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = [0, 1, 2]
 RESULTS: dict[str, dict] = {}
-#: The random-init reference of the README's table: ViT-Tiny (12 blocks), 64 px, patch 8, one channel.
+#: The random-init reference of docs/evaluation.md's table: ViT-Tiny (12 blocks), 64 px, patch 8, one channel.
 RANDOM_INIT = {"model": "vit_tiny_patch16_224", "img_size": 64, "patch_size": 8, "in_chans": 1, "kwargs": {},
                "pretrained": False}
 

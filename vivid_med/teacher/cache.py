@@ -37,7 +37,7 @@ PROTOTYPES, TARGETS, MANIFEST = "prototypes.safetensors", "targets.parquet", "ma
 #: Manifest keys that must agree for a cache (or a work shard) to be reused.
 IDENTITY = ("teacher", "fingerprint", "variant", "template", "pooling", "layer", "fields", "dtype", "embed_version")
 #: Facts about one run (returned, printed as metrics) that stay out of manifest.json.
-RUN_KEYS = ("seconds", "forward_passes_this_run")
+RUN_KEYS = ("seconds", "forward_passes_this_run", "processes")
 
 
 class CacheMismatchError(ValueError):
