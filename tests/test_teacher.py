@@ -225,3 +225,13 @@ def test_float64_cache_has_the_same_bytes_on_other_cpu_kernels(tiny_dir, tmp_pat
         digests.append({f: hashlib.sha256((out / f).read_bytes()).hexdigest()
                         for f in ("prototypes.safetensors", "targets.parquet")})
     assert (digests[0] == digests[1]) is same, digests
+
+
+def test_a_float64_teacher_gives_the_same_bytes_at_any_batch_size(tiny_dir):
+    """``teacher.batch_size`` is a runtime setting: with the default float64 teacher the rounded embeddings do not
+    depend on it (a float32 teacher's do, in the last bits)."""
+    emb = Embedder(load_teacher(tiny_dir, layer=3, dtype="float64"), "name_state", "chat", PRETRAIN_FIELDS)
+    texts = list(make_targets(20).values())
+    alone = emb.embed(texts, batch_size=1).float()
+    for size in (7, 16):
+        assert torch.equal(emb.embed(texts, batch_size=size).float(), alone)
