@@ -225,12 +225,15 @@ def decode(path: str | Path, frame: int | None = None, window: Window | None = N
     float32 [0, 1]; ``fit`` takes either, and ``as_float`` turns the first into ``read_image``'s image."""
     path = path if isinstance(path, Path) else Path(path)
     kind = _kind(path)
-    with _no_pil_bomb_check():
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # _no_pil_bomb_check, inlined (once per image)
+    try:
         if kind == "raster":                           # one open: the header checked, then decoded
             return _read_raster(path, frame, window, max_pixels)
         if max_pixels is not None:
             check_size(path, max_pixels)
         return _READERS[kind](path, frame, window)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def fit(image: np.ndarray, size: int) -> np.ndarray:

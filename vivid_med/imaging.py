@@ -96,15 +96,16 @@ def _lstat_kind(path: str) -> str:
     return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
-def _plain_kind(real_root: str, rel: str, dirs: dict[str, str]) -> str:
-    """What ``real_root/rel`` is when reached through real directories only (``dirs`` caches each directory's
-    kind); 'other' where a symlink or a non-directory is on the way (as ``vivid_med.records.check_paths``)."""
-    parent = posixpath.dirname(rel)
-    if parent and parent not in dirs:
-        up = _plain_kind(real_root, parent, dirs)
-        dirs[parent] = up if up in ("missing", "other") else ("dir" if up == "dir" else "other")
-    state = dirs.get(parent, "dir")
-    return _lstat_kind(os.path.join(real_root, rel)) if state == "dir" else state
+def _folder_kind(real_root: str, folder: str, dirs: dict[str, str]) -> str:
+    """'dir' when ``real_root/folder`` is reached through real directories only, else 'missing' or 'other' (a
+    symlink or a non-directory on the way); cached in ``dirs`` (as ``vivid_med.records.check_paths`` does)."""
+    kind = dirs.get(folder)
+    if kind is None:
+        parent = posixpath.dirname(folder)
+        up = _folder_kind(real_root, parent, dirs) if parent else "dir"
+        kind = _lstat_kind(os.path.join(real_root, folder)) if up == "dir" else up
+        kind = dirs[folder] = kind if kind in ("dir", "missing") else "other"
+    return kind
 
 
 def _is_plain(rel: str) -> bool:
@@ -118,13 +119,16 @@ def _load_one(root: Path, real_root: str, dirs: dict[str, str], rel: object, fra
               window: Window | None, max_pixels: int | None) -> tuple:
     """(uint8 [size, size], None, None) or (None, reason, detail) for the record ``rel`` (a path under ``root``).
 
-    The fast path: a plain path (``_is_plain``) through real directories to a regular file (one ``lstat`` per file,
-    one per directory, cached in ``dirs``) is ``real_root/rel`` itself, exactly what resolving it would give.
-    Every other path (a symlink on the way, '..', absolute, odd names) is resolved by ``safe_join`` and checked by
-    ``load_image``, as before: the same pixels, reasons and details either way."""
-    if isinstance(rel, str) and rel and _is_plain(rel):
-        kind = _plain_kind(real_root, rel, dirs)
+    The fast path: a plain path (``_is_plain``) through real directories (``_folder_kind``, one ``lstat`` per
+    directory per build) to a regular file (one ``lstat``) is ``real_root/rel`` itself, exactly what resolving it
+    would give. Every other path (a symlink on the way, '..', absolute, odd names) is resolved by ``safe_join`` and
+    checked by ``load_image``, as before: the same pixels, reasons and details either way."""
+    if isinstance(rel, str) and _is_plain(rel):
+        folder = posixpath.dirname(rel)
+        kind = _folder_kind(real_root, folder, dirs) if folder else "dir"
         path = os.path.join(real_root, rel)
+        if kind == "dir":
+            kind = _lstat_kind(path)
         if kind == "file":
             if not os.access(path, os.R_OK):
                 return None, UNREADABLE_IMAGE, "no permission to read"
