@@ -167,7 +167,9 @@ def _read_raster(path: Path, frame: int | None, window: Window | None, max_pixel
 def as_float(image: np.ndarray) -> np.ndarray:
     """float32 [0, 1] of a decoded image: 8-bit grey values / 255, a float image as it is."""
     if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
+        x = image.astype(np.float32)
+        x /= 255.0                                    # in place: the values of astype(float32) / 255.0
+        return x
     return np.ascontiguousarray(image, dtype=np.float32)
 
 
@@ -245,13 +247,15 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
     tests/test_imaging.py), so the pixels are those of the float path."""
     h, w = image.shape
     s = max(h, w)
-    if image.dtype == np.uint8:
-        if s == size:
-            if h == w:
-                return image.copy()
+    if image.dtype == np.uint8:                       # padded in uint8 (zeros are 0.0 in float), then float32
+        if h != w:
             square = np.zeros((s, s), np.uint8)
             square[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
-            return square
+            image, h, w = square, s, s
+        elif s == size:
+            return image.copy()
+        if s == size:
+            return image
         image = as_float(image)
     if h != w:
         square = np.zeros((s, s), np.float32)
