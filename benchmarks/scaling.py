@@ -130,12 +130,18 @@ def pil_rate(paths: list[str], workers: int) -> float:
     return len(paths) / (time.perf_counter() - t)
 
 
+def max_pixels() -> int:
+    """params.yaml's images.max_pixels: the stage always passes one (the parameter is required), and checking it
+    may cost a header read, so the comparison runs the stage's library call with it."""
+    return int(yaml.safe_load((REPO / "params.yaml").read_text())["images"]["max_pixels"])
+
+
 def store_rate(records: pd.DataFrame, out: Path, workers: int) -> float:
     """Images/s of the images stage's library call (``build_store``) on the same files."""
     from vivid_med.imaging import build_store
 
     t = time.perf_counter()
-    counts = build_store(records, KERMANY, out, SIZE, None, workers)
+    counts = build_store(records, KERMANY, out, SIZE, None, workers, max_pixels())
     assert counts["accepted"] == len(records), counts
     return len(records) / (time.perf_counter() - t)
 
@@ -177,7 +183,7 @@ def resolution_costs(work: Path, n: int = 32) -> dict[str, Any]:
         pil = (time.perf_counter() - t) / len(files)
         records = pd.DataFrame({"image_id": files, "image_path": files})
         t = time.perf_counter()
-        build_store(records, folder, work / f"{name}_store", SIZE, None, 1)
+        build_store(records, folder, work / f"{name}_store", SIZE, None, 1, max_pixels())
         out[name] = {"width_height": wh, "store_s": round((time.perf_counter() - t) / len(files), 4),
                      "pil_s": round(pil, 4), "load": [start, load()]}
     return out
