@@ -117,12 +117,14 @@ def test_downsampling_is_area_average():
 
 
 @pytest.mark.parametrize("shape, size", [((16, 16), 16), ((16, 9), 16), ((5, 16), 16), ((16, 16), 8),
-                                         ((16, 12), 24)])
+                                         ((16, 12), 24), ((64, 48), 20), ((48, 64), 100), ((97, 61), 13)])
 def test_fit_of_8_bit_values_is_the_float_path(shape, size):
     """decode keeps an 8-bit raster in uint8; fit gives exactly the pixels of the float path: padded only when no
     resampling is needed (the float round trip v / 255 -> rint(x * 255) is the identity on all 256 values),
-    through float32 otherwise."""
+    through PIL's float image of the same values otherwise (shrinking and enlarging)."""
     values = np.resize(np.arange(256, dtype=np.uint8), shape)
+    if values.size > 256:                                            # every value, in no particular order
+        values = np.random.default_rng(size).permutation(values.ravel()).reshape(shape)
     got = fit(values, size)
     assert got.dtype == np.uint8 and got.shape == (size, size)
     assert np.array_equal(got, fit(as_float(values), size))

@@ -242,28 +242,32 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
     """float [H, W] in [0, 1] (or uint8 grey values, as ``decode`` returns an 8-bit raster) -> uint8
     [size, size]: zero-pad to square (centred), then area-average (BOX) when shrinking or bicubic when enlarging.
 
-    Resampling is done in float32 (then ``rint(x * 255)``). uint8 whose square already has the store's side is
-    only padded: the float round trip is the identity on 8-bit values (every one of the 256 checked in
-    tests/test_imaging.py), so the pixels are those of the float path."""
+    Resampling is done in float32 (then ``rint(x * 255)``). uint8 is padded in uint8 and turned into PIL's float
+    image by a lookup table of ``as_float``'s 256 values (no float array in between); uint8 whose square already has
+    the store's side is only padded: the float round trip is the identity on 8-bit values. Either way the pixels
+    are those of the float path (tests/test_imaging.py checks both against ``fit(as_float(x))``)."""
     h, w = image.shape
     s = max(h, w)
-    if image.dtype == np.uint8:                       # padded in uint8 (zeros are 0.0 in float), then float32
-        if h != w:
-            square = np.zeros((s, s), np.uint8)
-            square[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
-            image, h, w = square, s, s
-        elif s == size:
-            return image.copy()
-        if s == size:
-            return image
-        image = as_float(image)
+    eight_bit = image.dtype == np.uint8
     if h != w:
-        square = np.zeros((s, s), np.float32)
+        square = np.zeros((s, s), np.uint8 if eight_bit else np.float32)   # zeros: 0.0 in float either way
         square[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
         image = square
+    elif eight_bit and s == size:
+        return image.copy()
+    if eight_bit:
+        if s == size:
+            return image
+        square = Image.fromarray(image).point(_FLOAT_OF_8_BIT, "F")     # PIL's image of as_float(image)
+    else:
+        square = Image.fromarray(np.ascontiguousarray(image, np.float32))
     resample = Image.Resampling.BOX if s >= size else Image.Resampling.BICUBIC
-    out = np.asarray(Image.fromarray(np.ascontiguousarray(image, np.float32)).resize((size, size), resample))
+    out = np.asarray(square.resize((size, size), resample))
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+#: as_float of each 8-bit value (float32, as Python floats: exact), PIL's lookup table from mode L to mode F
+_FLOAT_OF_8_BIT = as_float(np.arange(256, dtype=np.uint8)).tolist()
 
 
 def file_problem(path: Path) -> tuple[str, str] | None:
