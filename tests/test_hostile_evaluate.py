@@ -20,6 +20,7 @@ EVALUATE, SUMMARIZE = ("-m", "stages.evaluate", "tiny"), ("-m", "stages.summariz
 #: The new params: another probe learning rate and one seed more, so every metric, detail and ROC changes.
 NEW_PARAMS = {**PARAMS, "probe_seeds": [0, 1, 2], "probe": {**PARAMS["probe"], "lr": 2.0e-2}}
 PLOT_DATA, DETAIL, METRIC = "data/features/tiny/plots/", "metrics/eval/detail/", "metrics/eval/tiny.json"
+PRED = "data/features/tiny/predictions/"
 SLOW = pytest.mark.slow  # each case runs a stage twice; one mid-run kill per stage stays in the default suite
 
 
@@ -69,10 +70,11 @@ def assert_written(project: Path, before: dict[str, str], after: dict[str, str],
 
 
 @pytest.mark.parametrize("point, written", [
-    ("evaluate:probes", (f"{PLOT_DATA}roc_chexpert_paper.csv",)),   # paper probes done, their plot data written
-    pytest.param("commit:roc_nih8.csv", (f"{PLOT_DATA}roc_chexpert_paper.csv",), marks=SLOW),
-    pytest.param("commit:tiny.json", (PLOT_DATA,), marks=SLOW),           # the detail's commit (written first)
-    pytest.param("evaluate:metrics", (PLOT_DATA, DETAIL), marks=SLOW),    # the detail in place, the metric next
+    ("evaluate:probes", (f"{PLOT_DATA}roc_chexpert_paper.csv", f"{PRED}chexpert_paper")),  # paper probes done
+    pytest.param("commit:roc_nih8.csv", (f"{PLOT_DATA}roc_chexpert_paper.csv", f"{PRED}chexpert", f"{PRED}nih8"),
+                 marks=SLOW),
+    pytest.param("commit:tiny.json", (PLOT_DATA, PRED), marks=SLOW),           # the detail's commit (written first)
+    pytest.param("evaluate:metrics", (PLOT_DATA, PRED, DETAIL), marks=SLOW),   # the detail in place, the metric next
 ])
 def test_killed_evaluate_keeps_old_or_new_outputs_and_reruns(versions, tmp_path, point, written):
     project = Path(shutil.copytree(versions["old"], tmp_path / "p"))

@@ -121,6 +121,15 @@ def test_a_run_overrides_common_and_export_must_be_trained():
         validate_section(PretrainParams, raw, "pretrain")
 
 
+def test_a_seed_suffix_is_another_pretraining_seed_of_a_run():
+    raw = pretrain_section({"r": {"objective": "bce", "lr_head": 5e-4}}, ["r", "r_seed2"])
+    p = validate_section(PretrainParams, raw, "pretrain")
+    seeded = p.resolve("r_seed2")
+    assert seeded.common.seed == 2 and seeded.common.lr_head == 5e-4 and seeded.objective == p.resolve("r").objective
+    with pytest.raises(ParamsError, match=r"\['x_seed1'\] not in runs"):
+        validate_section(PretrainParams, pretrain_section({"r": {"objective": "bce"}}, ["r", "x_seed1"]), "pretrain")
+
+
 def test_stage_trains_exports_and_reruns_from_checkpoint(tmp_path, monkeypatch):
     from stages import pretrain as stage
     from vivid_med.student import load_backbone, load_student

@@ -44,12 +44,19 @@ class ProbeData:
 
 @dataclass
 class ProbeResult:
-    """Aggregated metrics, the probe of each seed, and the test scores of the first seed (for plots)."""
+    """Aggregated metrics, the probe of each seed, the test labels and patient ids, and every seed's test scores
+    (``seed_scores`` [S, N, C], in seed order: the paired comparisons of ``vivid_med.evaluate.paired``)."""
 
     metrics: dict
     probes: dict[str, LinearProbe] = field(default_factory=dict)
     test_labels: np.ndarray | None = None
-    test_scores: np.ndarray | None = None
+    test_patient_ids: np.ndarray | None = None
+    seed_scores: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def test_scores(self) -> np.ndarray:
+        """The first seed's test scores [N, C] (what the plots show)."""
+        return self.seed_scores[0]
 
 
 def run_probe(data: ProbeData, seeds: list[int], cfg: ProbeParams, *, fraction: float = 1.0,
@@ -61,10 +68,10 @@ def run_probe(data: ProbeData, seeds: list[int], cfg: ProbeParams, *, fraction: 
     """
     x_tr, y_tr, p_tr = data.part("train")
     x_va, y_va, _ = data.part("val")
-    x_te, y_te, _ = data.part("test")
+    x_te, y_te, p_te = data.part("test")
     report = report or data.class_names
     cols = [data.class_names.index(f) for f in report]
-    result = ProbeResult(metrics={})
+    result = ProbeResult(metrics={}, test_labels=y_te, test_patient_ids=p_te)
     per_seed = {}
     for seed in seeds:
         keep = subsample_patients(p_tr, fraction, seed) if fraction < 1 else np.ones(len(x_tr), bool)
@@ -82,23 +89,21 @@ def run_probe(data: ProbeData, seeds: list[int], cfg: ProbeParams, *, fraction: 
         m.update(n_train=int(keep.sum()), weight_decay=info["weight_decay"], epochs=info["epochs"])
         per_seed[f"seed{seed}"] = m
         result.probes[f"seed{seed}"] = probe
-        if result.test_scores is None:
-            result.test_labels, result.test_scores = y_te, scores
+        result.seed_scores.append(scores)
     result.metrics = aggregate(per_seed)
     return result
 
 
-def transfer_probe(probes: dict[str, LinearProbe], features: np.ndarray, labels: np.ndarray,
+def transfer_probe(probes: dict[str, LinearProbe], features: np.ndarray, labels: np.ndarray, patient_ids: np.ndarray,
                    source_classes: tuple[str, ...], target_classes: tuple[str, ...], what: str) -> ProbeResult:
     """Apply each seed's source head unchanged to target features; masked AUC on the shared classes."""
     from vivid_med.evaluate.transfer import transfer_scores
 
-    per_seed, result = {}, ProbeResult(metrics={})
+    per_seed, result = {}, ProbeResult(metrics={}, test_labels=labels, test_patient_ids=patient_ids)
     for seed, probe in probes.items():
         scores = transfer_scores(probe.predict(features), source_classes, target_classes)
         auc = masked_auc(labels, scores, target_classes, f"{what} {seed}")
         per_seed[seed] = {"auc": auc["macro"], "auc_n_fields": auc["n_fields"], "per_field_auc": auc["per_field"]}
-        if result.test_scores is None:
-            result.test_labels, result.test_scores = labels, scores
+        result.seed_scores.append(scores)
     result.metrics = aggregate(per_seed)
     return result

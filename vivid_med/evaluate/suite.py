@@ -21,6 +21,7 @@ From a notebook (the stage ``evaluate@<run>`` does exactly this)::
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,7 +34,7 @@ from vivid_med.evaluate.features import RowView, cached_features, spd_attention_
 from vivid_med.evaluate.metrics import rounded
 from vivid_med.evaluate.plots import embedding_2d, finding_groups, roc_points, write_csv
 from vivid_med.evaluate.probes import ProbeParams, UncertainPolicy, probe_targets
-from vivid_med.evaluate.protocols import ProbeData, run_probe, transfer_probe
+from vivid_med.evaluate.protocols import ProbeData, ProbeResult, run_probe, transfer_probe
 from vivid_med.fields import FIELDS, NIH_SHARED_FIELDS, check_fields
 from vivid_med.imaging import ImageStore
 from vivid_med.io import atomic_path, failpoint
@@ -132,6 +133,7 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
     ids, splits = src.frame["patient_id"].to_numpy(), src.frame["split"].to_numpy()
     paper = ProbeData(params.source, x_src, probe_targets(src.frame, FIELDS), ids, splits, FIELDS, True)
     res = run_probe(paper, seeds, probe, report=fields)
+    save_predictions(work_dir / "predictions" / "chexpert_paper.npz", res, fields, [FIELDS.index(f) for f in fields])
     out["chexpert_paper"] = {**res.metrics, "n_report_fields": len(fields)}
     out["data"]["chexpert_paper"] = (f"{src.describe(params.source)}; probe trained on train, selected on val, "
                                      f"tested on test; {len(fields)} fields, blank and uncertain ignored")
@@ -153,9 +155,11 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
     # Standard protocol: blank = negative, per-field uncertain policy, label fractions by patient.
     std_targets = probe_targets(src.frame, FIELDS, blank="zeros", uncertain=params.uncertain_policy)
     std = ProbeData(params.source, x_src, std_targets, ids, splits, FIELDS, True)
-    out["chexpert_standard"] = {
-        f"pct{round(100 * f):g}": {**run_probe(std, seeds, probe, fraction=f).metrics, "n_report_fields": len(FIELDS)}
-        for f in params.label_fractions}
+    out["chexpert_standard"] = {}
+    for f in params.label_fractions:
+        std_res = run_probe(std, seeds, probe, fraction=f)
+        out["chexpert_standard"][f"pct{round(100 * f):g}"] = {**std_res.metrics, "n_report_fields": len(FIELDS)}
+        save_predictions(work_dir / "predictions" / f"chexpert_standard_pct{round(100 * f):g}.npz", std_res, FIELDS)
     out["data"]["chexpert_standard"] = (f"{src.describe(params.source)}; fractions of train patients "
                                         f"{params.label_fractions}, uncertain policy {params.uncertain_policy}, "
                                         "14 fields")
@@ -164,8 +168,9 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
     tgt = load_records(records_dir, images_dir, params.target, params.views)
     x_tgt = cached_features(work_dir / f"{params.target}.npz", model, tgt.images, **extract)
     t = tgt.frame["split"].to_numpy() == "test"
-    nih = transfer_probe(res.probes, x_tgt[t], probe_targets(tgt.frame[t], NIH_SHARED_FIELDS), FIELDS,
-                         NIH_SHARED_FIELDS, f"{params.target} transfer")
+    nih = transfer_probe(res.probes, x_tgt[t], probe_targets(tgt.frame[t], NIH_SHARED_FIELDS),
+                         tgt.frame["patient_id"].to_numpy()[t], FIELDS, NIH_SHARED_FIELDS, f"{params.target} transfer")
+    save_predictions(work_dir / "predictions" / "nih8.npz", nih, NIH_SHARED_FIELDS)
     out["nih8"] = {**nih.metrics, "n_report_fields": len(NIH_SHARED_FIELDS)}
     out["data"]["nih8"] = f"{params.target} test split ({int(t.sum())} images), heads of chexpert_paper unchanged"
     write_csv(roc_points(nih.test_labels, nih.test_scores, NIH_SHARED_FIELDS), plot_dir / "roc_nih8.csv")
@@ -180,12 +185,29 @@ def run(model_dir: str | Path, params: EvaluateParams, fields: tuple[str, ...], 
             continue
         x = cached_features(work_dir / f"{name}.npz", model, s.images, **extract)
         data = ProbeData(name, x, s.labels, s.patient_ids, s.splits, tuple(s.class_names), s.multilabel)
-        out[name] = run_probe(data, seeds, probe).metrics
+        set_res = run_probe(data, seeds, probe)
+        out[name] = set_res.metrics
+        save_predictions(work_dir / "predictions" / f"{name}.npz", set_res, tuple(s.class_names))
         out["data"][name] = f"{data.describe()}; {len(s.class_names)} classes from {options.root}"
 
     out["synthetic_data"] = sorted(synthetic_datasets(records_dir, (params.source, params.target)) + [
         name for name, options in image_sets.items() if is_synthetic(options.root)])
     return rounded(out)
+
+
+def save_predictions(path: Path, result: ProbeResult, classes: Sequence[str], columns: list[int] | None = None) -> None:
+    """Every probe seed's test scores of one protocol, for paired comparisons between backbones
+    (``vivid_med.evaluate.paired.Predictions``): ``labels`` float [N, C] (NaN unlabelled; single-label sets one-hot),
+    ``patient_ids`` [N], ``scores`` float32 [S, N, C], ``classes`` [C]; ``columns`` picks the reported outputs."""
+    labels, scores = result.test_labels, np.stack(result.seed_scores)
+    if labels.ndim == 1:  # single-label: one-hot, so that macro AUC is one-vs-rest
+        labels = np.eye(scores.shape[-1], dtype=np.float32)[labels]
+    if columns is not None:
+        labels, scores = labels[:, columns], scores[..., columns]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, labels=labels.astype(np.float32), patient_ids=result.test_patient_ids.astype(str),
+                            scores=scores.astype(np.float32), classes=np.array(classes))
 
 
 def headline(detail: dict[str, Any]) -> dict[str, Any]:
