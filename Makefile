@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install lock repro test test-slow test-realdata test-all bench clean
+.PHONY: install lock repro study test test-slow test-realdata test-all bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ lock:
 
 repro: install
 	dvc repro
+
+# The seed study (docs/study.md): every backbone x 3 pretraining seeds, paired statistics; ~1.5 h on 2 cores.
+study: install
+	python benchmarks/study.py
 
 test: install
 	python -m pytest -q

@@ -8,18 +8,12 @@ from typing import Any
 
 import yaml
 
+from vivid_med.params import deep_merge
+
 REPO = Path(__file__).resolve().parents[1]
 #: A ViT small enough for unit tests: 32 px, patch 8 (16 tokens + CLS), width 32, one block.
 TINY_VIT = {"model": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "in_chans": 1, "pretrained": False,
             "kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}}
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """``base`` updated recursively by ``override`` (lists and scalars are replaced)."""
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 @lru_cache(maxsize=1)

@@ -86,6 +86,15 @@ def load_section(model: type[M], path: str | Path, name: str) -> M:
     return validate_section(model, read_section(path, name), f"{Path(path).name}: {name}")
 
 
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` updated recursively by ``override`` (mappings merge key by key; lists and scalars are replaced):
+    how a profile (params.tiny.yaml, params.paper.yaml, an arm of params.study.yaml) applies to params.yaml."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_fields(path: str | Path) -> tuple[str, ...]:
     """The top-level ``fields`` list (the pretraining fields every stage shares)."""
     return tuple(validate_section(_FieldsSection, {"fields": read_section(path, "fields")}, Path(path).name).fields)
