@@ -15,9 +15,10 @@ import json
 import shutil
 from pathlib import Path
 
-from stages._params import section
+from stages._params import runtime, section
 from vivid_med.imaging import ImagesParams, build_store
 from vivid_med.io import atomic_dir, write_json
+from vivid_med.runtime import ImagesRuntime
 from vivid_med.tables import counts_line, read_records
 
 RECORDS, OUT, METRICS = Path("data/records"), Path("data/images"), Path("metrics/images.json")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", nargs="*", help="records tables to decode (default: all)")
     args = ap.parse_args(argv)
-    params = section(ImagesParams, "images")
+    params, settings = section(ImagesParams, "images"), runtime(ImagesRuntime, "images")
     names = args.datasets or sorted(
         p.name.removesuffix(".parquet") for p in RECORDS.glob("*.parquet") if not p.name.endswith(".rejects.parquet"))
     if not names:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, info in infos.items():
         records = read_records(RECORDS / f"{name}.parquet")
         with atomic_dir(OUT / name) as tmp:
-            counts = build_store(records, Path(info["root"]), tmp, params.size, window, params.workers,
+            counts = build_store(records, Path(info["root"]), tmp, params.size, window, settings.workers,
                                  params.max_pixels, label=name)
         metrics[name] = {**counts, "synthetic": info.get("synthetic", False)}
         print(f"images {name}: {counts_line(counts)}")

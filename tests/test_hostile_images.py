@@ -27,8 +27,8 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from tests import faults
-from tests.helpers import write_params
+import faults
+from helpers import write_params, write_runtime
 from vivid_med.decoding import read_image
 from vivid_med.imaging import (
     BLANK_IMAGE, MISSING_IMAGE, NOT_A_FILE, PATH_OUTSIDE_ROOT, TOO_LARGE, UNREADABLE_IMAGE, ImagesParams,
@@ -38,7 +38,7 @@ from vivid_med.params import ParamsError, validate_section
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
 MAX_PIXELS = 50_000_000          # the images.max_pixels these tests run with
-IMAGES = {"size": 16, "window": None, "workers": 1, "max_pixels": MAX_PIXELS}
+IMAGES = {"size": 16, "window": None, "max_pixels": MAX_PIXELS}
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def test_folder_symlinks_and_paths_not_in_normal_form(tmp_path):
 # --- params --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value", [("size", -64), ("size", 0), ("size", 100_000), ("max_pixels", 0),
-                                        ("max_pixels", "50M"), ("workers", 0)])
+                                        ("max_pixels", "50M")])
 def test_images_params_refuse_bad_values(key, value):
     with pytest.raises(ParamsError, match=f"images.{key}"):
         validate_section(ImagesParams, {**IMAGES, key: value}, "images")
@@ -441,10 +441,12 @@ def test_stage_counts(built):
     assert not [k for k in before if "/." in k or "tmp" in k]
 
 
-def _copy(built, tmp_path: Path, **images) -> Path:
+def _copy(built, tmp_path: Path, workers: int = 1, **images) -> Path:
+    """A copy of the built project, to be rebuilt at 24 px (``workers``: the runtime setting, runtime.yaml)."""
     project = tmp_path / "p"
     shutil.copytree(built[0], project, symlinks=True)
     write_params(project, images={**IMAGES, "size": 24, **images})
+    write_runtime(project / "runtime.yaml", images={"workers": workers})
     return project
 
 

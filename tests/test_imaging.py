@@ -250,7 +250,7 @@ def test_images_stage(dataset, tmp_path, monkeypatch):
     df["image_id"], df["image_path"] = records["image_id"].to_numpy(), records["image_path"].to_numpy()
     write_records(df, work / "data/records/toy.parquet", ("edema",))
     (work / "data/records/toy.json").write_text(json.dumps({"root": str(root)}))
-    (work / "params.yaml").write_text("images:\n  size: 24\n  window: null\n  workers: 1\n  max_pixels: 50000000\n")
+    (work / "params.yaml").write_text("images:\n  size: 24\n  window: null\n  max_pixels: 50000000\n")
     monkeypatch.chdir(work)
     stage.main([])
     metrics = json.loads((work / "metrics/images.json").read_text())

@@ -1,6 +1,6 @@
 """The memory-mapped image store: every dataset's images decoded (``vivid_med.decoding``) into one array.
 
-Store layout (docs/contracts.md), one folder per dataset:
+Store layout (docs/pipeline.md), one folder per dataset:
 ``pixels.npy`` uint8 [N, S, S] (``np.load(mmap_mode="r")``), ``index.parquet`` (image_id, row),
 ``rejects.parquet`` (image_id, image_path, reason, detail): every input record is either a row of the index
 or a row of the rejects, never silently lost. ``index.parquet``'s metadata holds ``size`` and ``pixels_sha256``
@@ -65,7 +65,6 @@ class ImagesParams(StrictParams):
     size: Annotated[int, Field(ge=1, le=4096)]  # store side (px): images are zero-padded to square and resized
     #   (at most 4096: a store costs size² bytes per image, decoding 4 x size² more)
     window: Annotated[list[float], Field(min_length=2, max_length=2)] | None  # [centre, width] (HU) or the file's own
-    workers: PositiveInt  # decode processes (1 = in-process)
     max_pixels: PositiveInt  # larger images (frames x longer side², read from the header) are too_large rejects
 
 

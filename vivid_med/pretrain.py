@@ -134,7 +134,7 @@ TIMING_KEYS = ("wall_s", "images_per_s", "data_share", "resumed_from")
 
 
 def load_training_set(paths: Paths, datasets: list[str], fields: tuple[str, ...], split: str = "train"):
-    """(records, image stores, per-sample store index, per-sample pixel row) of ``split`` of ``datasets``."""
+    """(records, the image stores, per-sample store index, per-sample pixel row) of ``split`` of ``datasets``."""
     frames, stores, store_idx, rows = [], [], [], []
     for k, name in enumerate(datasets):
         df = read_records(paths.records / f"{name}.parquet")
@@ -149,7 +149,7 @@ def load_training_set(paths: Paths, datasets: list[str], fields: tuple[str, ...]
             raise ValueError(f"{paths.images / name}: no image for any {split} record of "
                              f"{paths.records / name}.parquet (run the images stage)")
         frames.append(df)
-        stores.append(store.pixels)
+        stores.append(store)
         store_idx.append(np.full(len(df), k))
         rows.append(store.rows(df["image_id"].tolist()))
     return pd.concat(frames, ignore_index=True), stores, np.concatenate(store_idx), np.concatenate(rows)
@@ -199,14 +199,14 @@ def code_digest() -> bytes:
     return h.digest()
 
 
-def checkpoint_key(cfg: RunConfig, fields: tuple[str, ...], records: pd.DataFrame, stores: list[np.ndarray],
+def checkpoint_key(cfg: RunConfig, fields: tuple[str, ...], records: pd.DataFrame, stores: list[ImageStore],
                    objective: Objective) -> str:
     """sha256 over the run's params, records, pixels, teacher buffers and code: what a checkpoint must match."""
     h = hashlib.sha256()
     h.update(json.dumps([cfg.common.model_dump(), cfg.objective.model_dump(), fields], sort_keys=True).encode())
     h.update(json.dumps(records[["image_id", "target_hash", *fields]].astype(str).values.tolist()).encode())
-    for pixels in stores:
-        h.update(memoryview(np.ascontiguousarray(pixels)).cast("B"))
+    for store in stores:  # the digest the images stage recorded while writing the pixels, and their shape
+        h.update(f"{store.pixels.shape}:{store.digest}".encode())
     for name, buf in sorted(objective.named_buffers()):
         h.update(name.encode() + buf.detach().cpu().contiguous().numpy().tobytes())
     h.update(code_digest())
@@ -231,7 +231,7 @@ def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: Tea
         cls = OBJECTIVES[cfg.objective_name]
         resources, extras = provide(cls, cfg, fields, records, teacher, paths)
         objective = cls.build(cfg.objective, backbone.num_features, resources)
-        dataset = PretrainDataset(stores, store_idx, rows, state_codes(records, fields), extras.get("target_rows"),
+        dataset = PretrainDataset([s.pixels for s in stores], store_idx, rows, state_codes(records, fields), extras.get("target_rows"),
                                   extras.get("texts"), augmentation(cfg.common.img_size, cfg.common.augment))
         summary = train(Student(backbone, objective), dataset, cfg.common, ckpt_dir, paths.live / name,
                         checkpoint_key(cfg, fields, records, stores, objective), runtime=runtime)

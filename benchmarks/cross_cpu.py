@@ -1,0 +1,61 @@
+"""How far the metrics move on another CPU: the tiny DAG under two sets of CPU kernels, compared value by value.
+
+    python benchmarks/cross_cpu.py [--isa default avx2] [--out /tmp/cross_cpu.json]
+
+A second machine of the same kind runs other vectorised kernels (e.g. AVX2 instead of AVX-512), so float sums come
+out in another order. ATen chooses its kernels by ``ATEN_CPU_CAPABILITY``: each ISA named runs the tiny profile's
+`dvc repro` in its own scratch copy, then every numeric value of every metrics file is compared across them. The
+largest differences set the tolerance of tests/test_pipeline.py's cross-machine check (stated in docs/pipeline.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from pipeline import copy_repo, dvc, metric_files  # noqa: E402
+
+
+def numbers(obj, prefix: str = "") -> dict[str, float]:
+    """Every numeric leaf of a JSON document by its dotted path."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in numbers(val, f"{prefix}{key}.").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in numbers(val, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): float(obj)} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--isa", nargs=2, default=["default", "avx2"])
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for isa in args.isa:
+            os.environ["ATEN_CPU_CAPABILITY"] = isa
+            repo = copy_repo(Path(tmp) / isa)
+            dvc(repo, "repro")
+            runs[isa] = {path: numbers(json.loads(data)) for path, data in metric_files(repo).items()}
+    a, b = (runs[isa] for isa in args.isa)
+    diffs = {f"{f}:{k}": abs(a[f][k] - b[f][k]) for f in a for k in a[f] if k in b.get(f, {})}
+    moved = {k: d for k, d in diffs.items() if d > 0}
+    by_kind = {}
+    for key, d in moved.items():
+        kind = "auc" if ".auc." in key else "f1" if ".f1." in key or ".accuracy." in key else "other"
+        by_kind[kind] = max(by_kind.get(kind, 0.0), d)
+    res = {"isa": args.isa, "values": len(diffs), "values_moved": len(moved), "max_by_kind": by_kind,
+           "largest": dict(sorted(moved.items(), key=lambda kv: -kv[1])[:15])}
+    print(json.dumps(res, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
