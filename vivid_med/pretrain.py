@@ -231,8 +231,9 @@ def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: Tea
         cls = OBJECTIVES[cfg.objective_name]
         resources, extras = provide(cls, cfg, fields, records, teacher, paths)
         objective = cls.build(cfg.objective, backbone.num_features, resources)
-        dataset = PretrainDataset([s.pixels for s in stores], store_idx, rows, state_codes(records, fields), extras.get("target_rows"),
-                                  extras.get("texts"), augmentation(cfg.common.img_size, cfg.common.augment))
+        dataset = PretrainDataset([s.pixels for s in stores], store_idx, rows, state_codes(records, fields),
+                                  extras.get("target_rows"), extras.get("texts"),
+                                  augmentation(cfg.common.img_size, cfg.common.augment))
         summary = train(Student(backbone, objective), dataset, cfg.common, ckpt_dir, paths.live / name,
                         checkpoint_key(cfg, fields, records, stores, objective), runtime=runtime)
         summary["n_train"] = len(dataset)
@@ -250,8 +251,8 @@ def run(name: str, params: PretrainParams, fields: tuple[str, ...], teacher: Tea
     heads = 0 if objective is None else count_params(objective) - sum(
         p.numel() for n, p in objective.named_parameters() if n.startswith("teacher."))
     timing = {k: summary.pop(k) for k in TIMING_KEYS if k in summary}
-    metrics = {"run": name, "objective": cfg.objective_name, "datasets": list(cfg.common.datasets), **summary, "n_params": config["n_params"],
-               "n_params_heads": heads, "bytes": config["bytes"],
+    metrics = {"run": name, "objective": cfg.objective_name, "datasets": list(cfg.common.datasets), **summary,
+               "n_params": config["n_params"], "n_params_heads": heads, "bytes": config["bytes"],
                "synthetic_data": synthetic_datasets(paths.records, cfg.common.datasets)}
     if dist.is_initialized():
         dist.destroy_process_group()
