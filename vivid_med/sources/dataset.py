@@ -19,12 +19,13 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+import numpy as np
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from vivid_med.params import ParamsError, Probability, StrictParams, describe_errors
+from vivid_med.params import NonNegativeInt, ParamsError, PositiveInt, Probability, StrictParams, describe_errors
 from vivid_med.registry import Registry
-from vivid_med.sources.base import ImageSet
+from vivid_med.sources.base import SPLITS, ImageSet, split_by_patient
 from vivid_med.sources.cxr import SourceRows
 
 Role = Literal["records", "image_set"]
@@ -56,6 +57,19 @@ class DatasetOptions(StrictParams):
 
     kind: str
     root: Annotated[str, Field(min_length=1)]
+
+
+class ResplitImageOptions(DatasetOptions):
+    """A folder of images with a labels.csv, re-split by patient (its own splits share patients): the side the
+    images are resized to, the split fractions (train, val, test) and the seed of the patient permutation."""
+
+    size: PositiveInt = 64
+    fractions: SplitFractions = [0.7, 0.1, 0.2]
+    seed: NonNegativeInt = 0
+
+    def splits(self, patient_ids) -> np.ndarray:
+        """str [N]: each image's split, whole patients at a time."""
+        return split_by_patient(patient_ids, dict(zip(SPLITS, self.fractions)), self.seed).to_numpy().astype(str)
 
 
 class RecordOptions(DatasetOptions):

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vivid_med.params import NonNegativeInt, PositiveInt
-from vivid_med.sources.base import SPLITS, ImageSet, read_gray, split_by_patient
-from vivid_med.sources.dataset import DatasetOptions, ImageSetSource, SplitFractions, register
+from vivid_med.sources.base import ImageSet, read_gray
+from vivid_med.sources.dataset import ImageSetSource, ResplitImageOptions, register
 from vivid_med.sources.tablefile import read_csv
 
 #: The label values of labels.csv, in class-index order.
@@ -23,10 +22,7 @@ KERMANY_LABELS: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 class KermanyPneumonia(ImageSetSource):
     """Normal (0) vs pneumonia (1): uint8 [N, size, size], patient = ``patient_key``; named after the folder."""
 
-    class Options(DatasetOptions):
-        size: PositiveInt = 64
-        fractions: SplitFractions = [0.7, 0.1, 0.2]
-        seed: NonNegativeInt = 0
+    Options = ResplitImageOptions
 
     def image_set(self) -> ImageSet:
         root, o = self.root, self.options
@@ -34,7 +30,7 @@ class KermanyPneumonia(ImageSetSource):
         bad = sorted(set(df["label"]) - set(KERMANY_LABELS))
         if bad:
             raise ValueError(f"{root / 'labels.csv'}: unknown label(s) {bad}")
-        splits = split_by_patient(df["patient_key"], dict(zip(SPLITS, o.fractions)), o.seed).to_numpy().astype(str)
+        splits = o.splits(df["patient_key"])
         labels = df["label"].map({c: i for i, c in enumerate(KERMANY_LABELS)}).to_numpy(np.int64)
         return ImageSet(root.name, read_gray(root, df["path"].tolist(), o.size), labels,
                         df["patient_key"].to_numpy(), splits, ("normal", "pneumonia"))

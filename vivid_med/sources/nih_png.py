@@ -9,9 +9,8 @@ record source ``nih``.
 
 from __future__ import annotations
 
-from vivid_med.params import NonNegativeInt, PositiveInt
-from vivid_med.sources.base import SPLITS, ImageSet, read_gray, split_by_patient
-from vivid_med.sources.dataset import DatasetOptions, ImageSetSource, SplitFractions, register
+from vivid_med.sources.base import ImageSet, read_gray
+from vivid_med.sources.dataset import ImageSetSource, ResplitImageOptions, register
 from vivid_med.sources.nih import NIH_LABELS, nih_label_matrix
 from vivid_med.sources.tablefile import read_csv
 
@@ -20,15 +19,12 @@ from vivid_med.sources.tablefile import read_csv
 class NihPngSubset(ImageSetSource):
     """14 NIH labels (multi-label 0/1 float32 [N, 14]), images uint8 [N, size, size]; named after the folder."""
 
-    class Options(DatasetOptions):
-        size: PositiveInt = 64
-        fractions: SplitFractions = [0.7, 0.1, 0.2]
-        seed: NonNegativeInt = 0
+    Options = ResplitImageOptions
 
     def image_set(self) -> ImageSet:
         root, o = self.root, self.options
         df = read_csv(root / "labels.csv", ("path", "finding_labels", "patient_id"), lookup=True).cells
-        splits = split_by_patient(df["patient_id"], dict(zip(SPLITS, o.fractions)), o.seed).to_numpy().astype(str)
+        splits = o.splits(df["patient_id"])
         return ImageSet(root.name, read_gray(root, df["path"].tolist(), o.size),
                         nih_label_matrix(df["finding_labels"].tolist()), df["patient_id"].to_numpy(), splits,
                         NIH_LABELS, multilabel=True)
