@@ -1,7 +1,7 @@
 """The seed study (issue #14): does the language teacher matter? Backbones x pretraining seeds, paired statistics.
 
     make study                      # = python benchmarks/study.py (about 1.5 h on 2 CPU cores; resumable)
-    python benchmarks/study.py [--work /tmp/vivid_study] [--out metrics/study] [--arms smollm2 minilm]
+    python benchmarks/study.py [--work /tmp/vivid_study] [--out metrics/study] [--arms smollm2 minilm] [--tiny]
 
 For each arm of params.study.yaml (a teacher and the backbones trained with it) a scratch copy of the repository
 (its git-tracked files) gets params.yaml deep-merged with the arm's profile, train_runs = every backbone x seed
@@ -41,7 +41,7 @@ def sh(cmd: list[str], cwd: Path) -> None:
     subprocess.run(cmd, cwd=cwd, env=env, check=True)
 
 
-def prepare_arm(arm: str, spec: dict, study: dict, work: Path) -> Path:
+def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = False) -> Path:
     """A scratch copy for ``arm`` (kept across reruns: DVC resumes), params merged; returns its folder."""
     repo = work / arm
     if not (repo / ".git").exists():
@@ -57,7 +57,10 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path) -> Path:
     if SHARED.is_dir():  # the real-data probes
         sets = {name: {**s, "root": str(SHARED / s["root"])} for name, s in study["real_image_sets"].items()}
         overlay = deep_merge(overlay, {"evaluate": {"image_sets": sets}})
-    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), overlay)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    if tiny:  # a smoke test of the study itself: the tiny profile's sizes
+        params = deep_merge(params, yaml.safe_load((REPO / "params.tiny.yaml").read_text()))
+    params = deep_merge(params, overlay)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo
 
@@ -150,11 +153,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/vivid_study"))
     ap.add_argument("--out", type=Path, default=REPO / "metrics" / "study")
     ap.add_argument("--arms", nargs="+")
+    ap.add_argument("--tiny", action="store_true", help="the tiny profile's sizes: a smoke test of the study")
     args = ap.parse_args()
     study = yaml.safe_load((REPO / "params.study.yaml").read_text())
     arms, timing = {}, {}
     for arm in args.arms or list(study["arms"]):
-        repo = prepare_arm(arm, study["arms"][arm], study, args.work)
+        repo = prepare_arm(arm, study["arms"][arm], study, args.work, args.tiny)
         t0 = time.time()
         sh([sys.executable, "-m", "dvc", "repro"], repo)
         arms[arm], timing[arm] = repo, round(time.time() - t0)
