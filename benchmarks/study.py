@@ -42,18 +42,19 @@ def sh(cmd: list[str], cwd: Path) -> None:
 
 
 def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = False) -> Path:
-    """A scratch copy for ``arm`` (kept across reruns: DVC resumes), params merged; returns its folder."""
+    """A scratch copy for ``arm``: this repository's tracked files (refreshed on every run; the outputs are kept, so
+    DVC reruns only what changed), params merged; returns its folder."""
     repo = work / arm
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, repo / rel)
     if not (repo / ".git").exists():
-        files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
-        for rel in filter(None, files.decode().split("\0")):
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, repo / rel)
-        for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=study", "-c", "user.email=s@s", "commit", "-qm", "study arm"]):
-            sh(cmd, repo)
-    runs = [f"{run}_seed{k}" for run in spec["backbones"] for k in study["seeds"]]
-    overlay = deep_merge(spec["params"], {"pretrain": {"train_runs": runs, "export": runs[0]}})
+        sh(["git", "init", "-q"], repo)
+    base = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["runs"]
+    runs = {f"{run}_seed{k}": {**base[run], "seed": k} for run in spec["backbones"] for k in study["seeds"]}
+    overlay = deep_merge(spec["params"], {"pretrain": {"train_runs": list(runs), "export": next(iter(runs)),
+                                                       "runs": runs}})
     if SHARED.is_dir():  # the real-data probes
         sets = {name: {**s, "root": str(SHARED / s["root"])} for name, s in study["real_image_sets"].items()}
         overlay = deep_merge(overlay, {"evaluate": {"image_sets": sets}})
@@ -62,6 +63,9 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = Fals
         params = deep_merge(params, yaml.safe_load((REPO / "params.tiny.yaml").read_text()))
     params = deep_merge(params, overlay)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=study", "-c", "user.email=s@s", "commit", "-qm",
+                                       "study arm", "--allow-empty"]):
+        sh(cmd, repo)
     return repo
 
 

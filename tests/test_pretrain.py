@@ -113,21 +113,14 @@ def test_bad_runs_name_the_key(run, message):
 
 
 def test_a_run_overrides_common_and_export_must_be_trained():
-    p = validate_section(PretrainParams, pretrain_section({"r": {"objective": "bce", "lr_head": 5e-4}}, ["r"]),
+    p = validate_section(PretrainParams, pretrain_section({"r": {"objective": "bce", "lr_head": 5e-4},
+                                                           "r_seed2": {"objective": "bce", "seed": 2}}, ["r"]),
                          "pretrain")
     assert p.resolve("r").common.lr_head == 5e-4 and p.common.lr_head == 1e-3
+    assert p.resolve("r_seed2").common.seed == 2 and p.common.seed == 0  # another pretraining seed: a common key
     raw = {**pretrain_section({"r": {"objective": "bce"}, "s": {"objective": "bce"}}, ["r"]), "export": "s"}
     with pytest.raises(ParamsError, match="export: 's' is not trained"):
         validate_section(PretrainParams, raw, "pretrain")
-
-
-def test_a_seed_suffix_is_another_pretraining_seed_of_a_run():
-    raw = pretrain_section({"r": {"objective": "bce", "lr_head": 5e-4}}, ["r", "r_seed2"])
-    p = validate_section(PretrainParams, raw, "pretrain")
-    seeded = p.resolve("r_seed2")
-    assert seeded.common.seed == 2 and seeded.common.lr_head == 5e-4 and seeded.objective == p.resolve("r").objective
-    with pytest.raises(ParamsError, match=r"\['x_seed1'\] not in runs"):
-        validate_section(PretrainParams, pretrain_section({"r": {"objective": "bce"}}, ["r", "x_seed1"]), "pretrain")
 
 
 def test_stage_trains_exports_and_reruns_from_checkpoint(tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +35,6 @@ from vivid_med.student import BackboneParams, count_params, create_backbone, exp
 from vivid_med.tables import read_records, synthetic_datasets
 from vivid_med.teacher.config import TeacherParams
 from vivid_med.train import Curve, Student, TrainParams, setup_distributed, train
-
-
-#: A run name that asks for another pretraining seed of a defined run: ``vivid_seed2``.
-SEED_RUN = re.compile(r"^(?P<run>.+)_seed(?P<seed>\d+)$")
 
 
 class CommonParams(BackboneParams, TrainParams):
@@ -72,28 +67,17 @@ class PretrainParams(StrictParams):
 
     @model_validator(mode="after")
     def _runs_resolve(self) -> "PretrainParams":
-        unknown = [r for r in [*self.train_runs, self.export] if self._base(r) not in self.runs]
+        unknown = [r for r in [*self.train_runs, self.export] if r not in self.runs]
         if unknown:
-            raise ValueError(f"train_runs / export name run(s) {unknown} not in runs (or <run>_seed<k> of one); "
-                             f"known: {sorted(self.runs)}")
+            raise ValueError(f"train_runs / export name run(s) {unknown} not in runs; known: {sorted(self.runs)}")
         if self.export not in self.train_runs:
             raise ValueError(f"export: {self.export!r} is not trained (train_runs: {self.train_runs})")
         for name in self.runs:
             self.resolve(name)
         return self
 
-    def _base(self, name: str) -> str:
-        """``name``, or ``<run>`` for a name ``<run>_seed<k>`` whose ``<run>`` is defined."""
-        m = SEED_RUN.match(name)
-        return m["run"] if name not in self.runs and m and m["run"] in self.runs else name
-
     def resolve(self, name: str) -> RunConfig:
-        """The run ``name``: common overridden by its common keys, its objective's keys validated. A name
-        ``<run>_seed<k>`` not in ``runs`` is ``<run>`` with pretraining seed k (the seed study's runs)."""
-        if name != self._base(name):
-            base = self.resolve(self._base(name))
-            return RunConfig(name, base.common.model_copy(update={"seed": int(SEED_RUN.match(name)["seed"])}),
-                             base.objective)
+        """The run ``name``: common overridden by its common keys, its objective's keys validated."""
         if name not in self.runs:
             raise ParamsError(f"pretrain.runs: no run {name!r}; known: {sorted(self.runs)}")
         spec, where = self.runs[name], f"runs.{name}"
