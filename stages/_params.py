@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from vivid_med.params import load_fields, load_section
+from vivid_med.params import load_fields, load_section, load_train_runs
 from vivid_med.runtime import load_runtime
 
 PARAMS_FILE = Path("params.yaml")
@@ -22,6 +22,11 @@ def section(model: type[M], name: str) -> M:
 def fields() -> tuple[str, ...]:
     """The top-level ``fields`` list: the pretraining fields every stage shares."""
     return load_fields(PARAMS_FILE)
+
+
+def train_runs() -> list[str]:
+    """``pretrain.train_runs``: the backbones ``dvc repro`` trains and evaluates."""
+    return load_train_runs(PARAMS_FILE)
 
 
 def runtime(model: type[M], name: str) -> M:

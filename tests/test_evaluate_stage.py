@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from torch import nn
 
-from helpers import backbone_params, write_params
+from helpers import backbone_params, section, write_params
 from vivid_med.evaluate import EvaluateParams
 from vivid_med.fields import FIELDS, PRETRAIN_FIELDS
 from vivid_med.imaging import build_store
@@ -67,8 +67,14 @@ def make_project(root: Path) -> Path:
     backbone = create_backbone(cfg)
     spd = build_spd(backbone.num_features, SPDParams(groups=2, queries=2, heads=4))
     export_student(backbone, nn.ModuleDict({"spd": spd}), root / "models/tiny", cfg, "vivid")
-    write_params(root, replace={"evaluate": PARAMS})
+    write_project_params(root, PARAMS)
     return root
+
+
+def write_project_params(root: Path, evaluate: dict) -> None:
+    """params.yaml of the scratch project: ``evaluate``, and ``tiny`` as the one trained run."""
+    runs = {"tiny": section("pretrain")["runs"]["vivid"]}
+    write_params(root, replace={"evaluate": evaluate}, pretrain={"train_runs": ["tiny"], "export": "tiny", "runs": runs})
 
 
 @pytest.fixture()
@@ -82,7 +88,7 @@ def _run(params: dict | None = None) -> dict:
     from stages import evaluate
 
     if params is not None:
-        write_params(Path("."), replace={"evaluate": params})
+        write_project_params(Path("."), params)
     evaluate.main(["tiny"])
     return json.loads(Path("metrics/eval/detail/tiny.json").read_text())
 
@@ -140,8 +146,10 @@ def test_evaluate_and_summarize_end_to_end(workdir):
     assert Path("metrics/eval/tiny.json").read_bytes() == first  # same params -> same bytes
     assert Path("metrics/eval/detail/tiny.json").read_bytes() == detail
 
+    Path("metrics/eval/dropped.json").write_text("{}")  # a run no longer in train_runs: left behind, not summarized
     summarize.main([])
     md = Path("metrics/summary.md").read_text()
+    assert "dropped" not in md
     assert "| tiny |" in md and "CheXpert-12 AUC" in md and "organamnist" in md
     summary = json.loads(Path("metrics/summary.json").read_text())
     assert summary["backbones"]["tiny"]["CheXpert-12 AUC"] == {**lean["chexpert_paper"]["auc"], "n": 2}

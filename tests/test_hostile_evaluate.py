@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from faults import killed, run, snapshot
-from helpers import write_params
-from test_evaluate_stage import PARAMS, make_project
+from test_evaluate_stage import PARAMS, make_project, write_project_params
 
 EVALUATE, SUMMARIZE = ("-m", "stages.evaluate", "tiny"), ("-m", "stages.summarize")
 #: The new params: another probe learning rate and one seed more, so every metric, detail and ROC changes.
@@ -54,7 +53,7 @@ def versions(tmp_path_factory) -> dict[str, Path]:
     in_process(old, "evaluate", "tiny")
     in_process(old, "summarize")
     mid = Path(shutil.copytree(old, tmp_path_factory.mktemp("mid") / "p"))
-    write_params(mid, replace={"evaluate": NEW_PARAMS})
+    write_project_params(mid, NEW_PARAMS)
     in_process(mid, "evaluate", "tiny")
     new = Path(shutil.copytree(mid, tmp_path_factory.mktemp("new") / "p"))
     in_process(new, "summarize")
@@ -78,7 +77,7 @@ def assert_written(project: Path, before: dict[str, str], after: dict[str, str],
 ])
 def test_killed_evaluate_keeps_old_or_new_outputs_and_reruns(versions, tmp_path, point, written):
     project = Path(shutil.copytree(versions["old"], tmp_path / "p"))
-    write_params(project, replace={"evaluate": NEW_PARAMS})
+    write_project_params(project, NEW_PARAMS)
     before, after = state(versions["old"]), state(versions["mid"])
     changed = [f"{PLOT_DATA}roc_chexpert_paper.csv", f"{PLOT_DATA}roc_nih8.csv", f"{DETAIL}tiny.json", METRIC]
     assert all(before[p] != after[p] for p in changed)

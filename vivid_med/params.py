@@ -102,3 +102,14 @@ def load_fields(path: str | Path) -> tuple[str, ...]:
 
 class _FieldsSection(StrictParams):
     fields: Fields
+
+
+def load_train_runs(path: str | Path) -> list[str]:
+    """``pretrain.train_runs``: the backbones ``dvc repro`` trains and evaluates (what the summary covers)."""
+    section = read_section(path, "pretrain")
+    value = section.get("train_runs") if isinstance(section, dict) else None
+    return validate_section(_TrainRuns, {"train_runs": value}, f"{Path(path).name}: pretrain").train_runs
+
+
+class _TrainRuns(StrictParams):
+    train_runs: Annotated[list[str], Field(min_length=1)]
