@@ -49,8 +49,6 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = Fals
     for rel in filter(None, files.decode().split("\0")):
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
-    if not (repo / ".git").exists():
-        sh(["git", "init", "-q"], repo)
     base = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["runs"]
     runs = {f"{run}_seed{k}": {**base[run], "seed": k} for run in spec["backbones"] for k in study["seeds"]}
     overlay = deep_merge(spec["params"], {"pretrain": {"train_runs": list(runs), "export": next(iter(runs)),
@@ -63,9 +61,10 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = Fals
         params = deep_merge(params, yaml.safe_load((REPO / "params.tiny.yaml").read_text()))
     params = deep_merge(params, overlay)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=study", "-c", "user.email=s@s", "commit", "-qm",
-                                       "study arm", "--allow-empty"]):
-        sh(cmd, repo)
+    shutil.rmtree(repo / ".git", ignore_errors=True)  # a fresh history of the tracked files only (never outputs)
+    sh(["git", "init", "-q"], repo)
+    subprocess.run(["git", "add", "--pathspec-from-file=-", "--pathspec-file-nul"], cwd=repo, input=files, check=True)
+    sh(["git", "-c", "user.name=study", "-c", "user.email=s@s", "commit", "-qm", "study arm"], repo)
     return repo
 
 
@@ -119,14 +118,16 @@ def paired(preds: dict, study: dict) -> dict:
     return out
 
 
-def semantics(out: Path) -> dict:
+def semantics(out: Path, arms: dict[str, Path]) -> dict:
     """The teacher-semantics benchmark (SmolLM2 / MiniLM vs random weights, against NIH co-occurrence), compacted
-    to the params layer, the best layer and the mean over layers per teacher and vector."""
+    to the params layer, the best layer and the mean over layers per teacher and vector. SmolLM2's converted
+    weights are taken from an arm that built them (its teacher_weights stage)."""
     if not (SHARED / "nih_cxr14_labels").is_dir():
         return {"skipped": f"{SHARED / 'nih_cxr14_labels'} is absent"}
+    built = [repo / "models/teacher/smollm2" for repo in arms.values() if (repo / "models/teacher/smollm2").is_dir()]
     full = out / "semantics_full.json"
     sh([sys.executable, str(REPO / "benchmarks" / "teacher_semantics.py"), "--out", str(full),
-        "--plot", str(out / "semantics.png")], REPO)
+        "--plot", str(out / "semantics.png"), *(["--smollm2", str(built[0])] if built else [])], REPO)
     data = json.loads(full.read_text())
     full.unlink()
     return {k: data[k] for k in ("meta", "reference", "summary")}  # every row (684 of them): rerun the benchmark
@@ -171,7 +172,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "study.json").write_text(json.dumps({"seeds": study["seeds"], "backbones": table}, indent=1) + "\n")
     (args.out / "paired.json").write_text(json.dumps(comparisons, indent=1) + "\n")
-    (args.out / "semantics.json").write_text(json.dumps(semantics(args.out), indent=1) + "\n")
+    (args.out / "semantics.json").write_text(json.dumps(semantics(args.out, arms), indent=1) + "\n")
     (args.out / "study.md").write_text(markdown(table, comparisons, study))
     print(markdown(table, comparisons, study))
     print(f"wall time per arm (s): {timing}")

@@ -46,3 +46,13 @@ def test_identical_backbones_differ_by_exactly_zero_and_a_better_one_wins():
     assert res["difference"] > 0 and res["ci95"][0] > 0 and res["p_a_not_better"] < 0.05
     with pytest.raises(ValueError, match="same test images"):
         compare(a, _toy(n=100))
+
+
+def test_a_class_without_both_labels_in_the_test_set_is_left_out_as_in_the_headline():
+    a = _toy(c=3)
+    labels = a.labels.copy()
+    labels[:, 1] = np.nan  # nobody labelled
+    labels[:, 2] = np.where(np.isnan(labels[:, 2]), np.nan, 0.0)  # negatives only
+    blanked = Predictions(labels, a.patient_ids, a.scores)
+    only_first = Predictions(labels[:, :1], a.patient_ids, a.scores[:, :, :1])
+    assert compare(blanked, blanked, n_boot=50)["a"] == pytest.approx(compare(only_first, only_first, n_boot=50)["a"])

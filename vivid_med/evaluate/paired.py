@@ -58,12 +58,15 @@ def weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def macro_auc(pred: Predictions, w: np.ndarray) -> np.ndarray:
-    """[B] macro-AUC over classes, averaged over the backbone's (pretraining, probe) seed pairs, per resample."""
+    """[B] macro-AUC over the classes with a positive and a negative test image, averaged over the backbone's
+    (pretraining, probe) seed pairs, per resample."""
     per_seed = []
     for scores in pred.scores:
         fields = []
         for c in range(pred.labels.shape[1]):
             m = ~np.isnan(pred.labels[:, c])
+            if len(np.unique(pred.labels[m, c])) < 2:  # no AUC on the full set, none in any resample
+                continue
             fields.append(weighted_auc(pred.labels[m, c], scores[m, c], w[:, m]))
         with np.errstate(all="ignore"):
             per_seed.append(np.nanmean(np.stack(fields), axis=0))
