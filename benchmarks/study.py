@@ -47,6 +47,8 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = Fals
     repo = work / arm
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
     for rel in filter(None, files.decode().split("\0")):
+        if not (REPO / rel).is_file():  # an output being rebuilt here right now
+            continue
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
     base = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["runs"]
@@ -77,8 +79,11 @@ def load_predictions(repo: Path, run: str, protocol: str) -> Predictions | None:
 
 
 def headline_auc(repo: Path, run: str, protocol: str) -> float | None:
-    """The mean AUC over probe seeds of one run on one protocol (metrics/eval/<run>.json)."""
-    m = json.loads((repo / "metrics" / "eval" / f"{run}.json").read_text())
+    """The mean AUC over probe seeds of one run on one protocol (metrics/eval/<run>.json); None if not evaluated."""
+    path = repo / "metrics" / "eval" / f"{run}.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
     section = {"chexpert_standard_pct1": m["chexpert_standard"].get("pct1", {})}.get(protocol, m.get(protocol, {}))
     return (section.get("auc") or {}).get("mean")
 
@@ -159,10 +164,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "metrics" / "study")
     ap.add_argument("--arms", nargs="+")
     ap.add_argument("--tiny", action="store_true", help="the tiny profile's sizes: a smoke test of the study")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="no dvc repro: tabulate the runs already evaluated in --work (a backbone with a seed missing "
+                         "is left out of that protocol)")
     args = ap.parse_args()
     study = yaml.safe_load((REPO / "params.study.yaml").read_text())
     arms, timing = {}, {}
     for arm in args.arms or list(study["arms"]):
+        if args.collect_only:
+            arms[arm] = args.work / arm
+            continue
         repo = prepare_arm(arm, study["arms"][arm], study, args.work, args.tiny)
         t0 = time.time()
         sh([sys.executable, "-m", "dvc", "repro"], repo)
