@@ -19,22 +19,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from pipeline import copy_repo, dvc, metric_files  # noqa: E402
+from pipeline import copy_repo, dvc, metric_files, numbers, value_kind  # noqa: E402
 
 
-def numbers(obj, prefix: str = "") -> dict[str, float]:
-    """Every numeric leaf of a JSON document by its dotted path."""
-    if isinstance(obj, dict):
-        return {k: v for key, val in obj.items() for k, v in numbers(val, f"{prefix}{key}.").items()}
-    if isinstance(obj, list):
-        return {k: v for i, val in enumerate(obj) for k, v in numbers(val, f"{prefix}{i}.").items()}
-    return {prefix.rstrip("."): float(obj)} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
+#: Tolerance = twice the largest difference measured between the two ISAs, at least this floor per kind of value
+#: (AUC and F1 on the tiny profile's few test images move in coarse steps when one pair of scores swaps).
+FLOOR = {"auc": 0.05, "f1": 0.05, "other": 1e-3}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--isa", nargs=2, default=["default", "avx2"])
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--reference", type=Path, help="write the reference of tests/test_pipeline.py's check here")
     args = ap.parse_args()
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,13 +45,17 @@ def main() -> None:
     moved = {k: d for k, d in diffs.items() if d > 0}
     by_kind = {}
     for key, d in moved.items():
-        kind = "auc" if ".auc." in key else "f1" if ".f1." in key or ".accuracy." in key else "other"
-        by_kind[kind] = max(by_kind.get(kind, 0.0), d)
+        by_kind[value_kind(key)] = max(by_kind.get(value_kind(key), 0.0), d)
     res = {"isa": args.isa, "values": len(diffs), "values_moved": len(moved), "max_by_kind": by_kind,
            "largest": dict(sorted(moved.items(), key=lambda kv: -kv[1])[:15])}
     print(json.dumps(res, indent=1))
     if args.out:
         args.out.write_text(json.dumps(res, indent=1) + "\n")
+    if args.reference:  # the first ISA's metrics, with the tolerance the test applies per kind of value
+        tolerance = {kind: max(2 * by_kind.get(kind, 0.0), FLOOR[kind]) for kind in FLOOR}
+        ref = {"measured": {k: res[k] for k in ("isa", "values", "values_moved", "max_by_kind")},
+               "tolerance": tolerance, "metrics": runs[args.isa[0]]}
+        args.reference.write_text(json.dumps(ref, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -51,3 +51,20 @@ def metric_files(repo: Path) -> dict[str, bytes]:
     """Every metrics JSON of a run, by relative path (not metrics/timing/: wall-clock varies by machine)."""
     return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "metrics").rglob("*.json"))
             if "timing" not in p.relative_to(repo).parts}
+
+
+def numbers(obj, prefix: str = "") -> dict[str, float]:
+    """Every numeric leaf of a JSON document by its dotted path."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in numbers(val, f"{prefix}{key}.").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in numbers(val, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): float(obj)} if isinstance(obj, (int, float)) and not isinstance(obj, bool) else {}
+
+
+def value_kind(key: str) -> str:
+    """``auc``, ``f1`` (F1 and accuracy) or ``other``: the kinds the cross-machine tolerance is set for."""
+    parts = key.replace(":", ".").split(".")
+    if any("auc" in p.lower() for p in parts):
+        return "auc"
+    return "f1" if any(p.lower() in ("f1", "accuracy") or p.lower().startswith("f1") for p in parts) else "other"
