@@ -34,6 +34,8 @@ from vivid_med.evaluate.paired import Predictions, compare  # noqa: E402
 from vivid_med.params import deep_merge  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
+#: Tracked files that are this repository's results, not its sources: an arm keeps its own.
+OUTPUTS = ("metrics/", "dvclive/")
 
 
 def sh(cmd: list[str], cwd: Path) -> None:
@@ -47,7 +49,7 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = Fals
     repo = work / arm
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
     for rel in filter(None, files.decode().split("\0")):
-        if not (REPO / rel).is_file():  # an output being rebuilt here right now
+        if rel == "dvc.lock" or rel.startswith(OUTPUTS) or not (REPO / rel).is_file():  # the arm's own state
             continue
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
@@ -176,6 +178,8 @@ def main() -> None:
             continue
         repo = prepare_arm(arm, study["arms"][arm], study, args.work, args.tiny)
         t0 = time.time()
+        for run in study["arms"][arm]["backbones"]:  # backbone by backbone: a stopped study has whole backbones
+            sh([sys.executable, "-m", "dvc", "repro", *(f"evaluate@{run}_seed{k}" for k in study["seeds"])], repo)
         sh([sys.executable, "-m", "dvc", "repro"], repo)
         arms[arm], timing[arm] = repo, round(time.time() - t0)
     table, preds = collect(arms, study)
