@@ -48,9 +48,9 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = Fals
     DVC reruns only what changed), params merged; returns its folder."""
     repo = work / arm
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
-    for rel in filter(None, files.decode().split("\0")):
-        if rel == "dvc.lock" or rel.startswith(OUTPUTS) or not (REPO / rel).is_file():  # the arm's own state
-            continue
+    copied = [rel for rel in filter(None, files.decode().split("\0"))  # not the arm's own state (its lock, results)
+              if rel != "dvc.lock" and not rel.startswith(OUTPUTS) and (REPO / rel).is_file()]
+    for rel in copied:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
     base = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["runs"]
@@ -67,7 +67,8 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = Fals
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.rmtree(repo / ".git", ignore_errors=True)  # a fresh history of the tracked files only (never outputs)
     sh(["git", "init", "-q"], repo)
-    subprocess.run(["git", "add", "--pathspec-from-file=-", "--pathspec-file-nul"], cwd=repo, input=files, check=True)
+    subprocess.run(["git", "add", "--pathspec-from-file=-", "--pathspec-file-nul"], cwd=repo,
+                   input="\0".join(copied).encode(), check=True)
     sh(["git", "-c", "user.name=study", "-c", "user.email=s@s", "commit", "-qm", "study arm"], repo)
     return repo
 
