@@ -52,7 +52,7 @@ from vivid_med.imaging import ImageStore, build_store  # noqa: E402
 from vivid_med.objectives import OBJECTIVES, Resources  # noqa: E402
 from vivid_med.params import validate_section  # noqa: E402
 from vivid_med.pretrain import CommonParams, PretrainParams  # noqa: E402
-from vivid_med.runtime import PretrainRuntime  # noqa: E402
+from vivid_med.runtime import EvaluateRuntime, PretrainRuntime, TeacherRuntime, load_runtime  # noqa: E402
 from vivid_med.states import STATE_OF_CODE, STATE_VALUES  # noqa: E402
 from vivid_med.student import create_backbone  # noqa: E402
 from vivid_med.teacher.cache import TeacherCache  # noqa: E402
@@ -100,15 +100,16 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def preset(tiny: bool) -> tuple[PretrainParams, TeacherParams, tuple[str, ...], int]:
+def preset(tiny: bool) -> tuple[PretrainParams, TeacherParams, tuple[str, ...], TeacherRuntime, EvaluateRuntime]:
     """The paper preset (params.yaml + params.paper.yaml) with random init (``tiny``: a tiny ViT at 32 px):
-    pretrain and teacher params, the fields and the feature-extraction batch."""
+    pretrain and teacher params, the fields, and the teacher's and the probes' runtime settings (runtime.yaml or
+    $VIVID_RUNTIME where present, else their defaults: batch sizes, devices)."""
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()),
                    yaml.safe_load((REPO / "params.paper.yaml").read_text()))
     params = merge(params, {"pretrain": {"common": {"pretrained": False, **(TINY_VIT if tiny else {})}}})
     return (validate_section(PretrainParams, params["pretrain"], "pretrain"),
             validate_section(TeacherParams, params["teacher"], "teacher"), tuple(params["fields"]),
-            params["evaluate"]["batch_size"])
+            load_runtime(TeacherRuntime, "teacher"), load_runtime(EvaluateRuntime, "evaluate"))
 
 
 def draw_states(n: int, fields: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
@@ -193,7 +194,7 @@ class Check:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args, self.tiny, self.t0 = args, args.tiny, time.perf_counter()
         self.cuda = torch.cuda.is_available()
-        self.params, self.teacher, self.fields, self.eval_batch = preset(args.tiny)
+        self.params, self.teacher, self.fields, self.teacher_runtime, self.eval_runtime = preset(args.tiny)
         self.common = self.params.common
         self.work, self.rng = work, np.random.default_rng(0)
         self.n_targets = 64 if args.tiny else 100_000  # distinct targets cached: CheXpert's order (docs/scaling.md)
@@ -319,7 +320,7 @@ class Check:
             self.lms[key] = load_teacher(
                 write_lm(self.work / f"{name}{layer}", name, self.tiny), "random", head=head, seed=self.teacher.seed,
                 layer=layer or (TINY_LM if self.tiny else LM_CONFIGS[name])["num_hidden_layers"],
-                dtype=self.teacher.dtype, device=self.teacher.device)
+                dtype=self.teacher.dtype, device=self.teacher_runtime.device)
         return self.lms[key]
 
     def teacher_rate(self, teacher) -> dict[str, Any]:
@@ -330,7 +331,7 @@ class Check:
         t = time.perf_counter()
         embedder.encode(texts, [embedder.names] * n)
         out = {"layer": teacher.layer, "targets": n, "encode_per_s": round(n / (time.perf_counter() - t), 1)}
-        for batch in sorted({self.teacher.batch_size, 128}):
+        for batch in sorted({self.teacher_runtime.batch_size, 128}):
             embedder.embed(texts[:batch], batch_size=batch)  # warm-up
             t = time.perf_counter()
             embedder.embed(texts, batch_size=batch)  # returns CPU tensors: synchronised
@@ -340,7 +341,7 @@ class Check:
     def feature_rate(self, pixels: np.ndarray) -> dict[str, Any]:
         """Probe features: ``extract`` as the evaluate stage runs it (on the CPU), and the same forward on the GPU."""
         model = create_backbone(self.common).eval()
-        images, batch = np.asarray(pixels[:64 if self.tiny else 256]), self.eval_batch
+        images, batch = np.asarray(pixels[:64 if self.tiny else 256]), self.eval_runtime.batch_size
         t = time.perf_counter()
         extract(model, images, batch)
         out: dict[str, Any] = {"extract_cpu_images_per_s": round(len(images) / (time.perf_counter() - t), 1)}
