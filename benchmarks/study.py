@@ -170,6 +170,8 @@ def main() -> None:
     ap.add_argument("--collect-only", action="store_true",
                     help="no dvc repro: tabulate the runs already evaluated in --work (a backbone with a seed missing "
                          "is left out of that protocol)")
+    ap.add_argument("--keep-semantics", action="store_true",
+                    help="do not rerun the teacher-semantics check: keep <out>/semantics.json as it is")
     args = ap.parse_args()
     study = yaml.safe_load((REPO / "params.study.yaml").read_text())
     arms, timing = {}, {}
@@ -188,7 +190,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "study.json").write_text(json.dumps({"seeds": study["seeds"], "backbones": table}, indent=1) + "\n")
     (args.out / "paired.json").write_text(json.dumps(comparisons, indent=1) + "\n")
-    (args.out / "semantics.json").write_text(json.dumps(semantics(args.out, arms), indent=1) + "\n")
+    if not (args.keep_semantics and (args.out / "semantics.json").is_file()):
+        (args.out / "semantics.json").write_text(json.dumps(semantics(args.out, arms), indent=1) + "\n")
     (args.out / "study.md").write_text(markdown(table, comparisons, study))
     print(markdown(table, comparisons, study))
     print(f"wall time per arm (s): {timing}")
