@@ -26,7 +26,7 @@ from helpers import write_params
 
 from vivid_med.cli import main
 from vivid_med.fields import PRETRAIN_FIELDS
-from vivid_med.records import RecordsParams
+from vivid_med.records import RecordsParams, check_paths
 from vivid_med.records import run as run_records
 from vivid_med.sources import DATASETS
 from vivid_med.sources.tablefile import InputFileError
@@ -470,3 +470,21 @@ def test_structure_killed_keeps_old_or_new_outputs(point, cli_project, tmp_path)
     assert run(project, *STRUCTURE).returncode == 0
     assert visible(relative_snapshot(project / "out")) == new
     assert_sound(project / "out", {"reports.csv": 4}, killed_before=True)
+
+
+@pytest.mark.parametrize("name", ["v" * 300 + ".jpg", "d" * 300 + "/view1_frontal.jpg"])
+def test_image_path_longer_than_the_file_system_allows_is_a_missing_image(tmp_path, name):
+    """A name no file can have: a counted missing_image, not a crash of the whole stage."""
+    root = dataset(tmp_path, "chexpert") / "CheXpert-v1.0-small"
+    edit_lines(root / "train.csv", lambda ls: [ls[0], ls[1].replace("view1_frontal.jpg", name, 1), *ls[2:]])
+    _, rej, _ = records(tmp_path, "chexpert", root)
+    assert rej[1] == "missing_image"
+    assert_sound(tmp_path / "out", {"train.csv": 9, "valid.csv": 1})
+
+
+def test_image_path_with_a_nul_byte_is_a_missing_image(tmp_path):
+    """(A CSV with a NUL byte is refused whole by the table reader; JSON Lines and Parquet sources can carry one.)"""
+    (tmp_path / "a.png").write_bytes(b"png")
+    df = pd.DataFrame({"image_path": ["a.png", "a\x00.png", "sub/a\x00.png"], "reason": None, "detail": None})
+    check_paths(df, tmp_path)
+    assert df["reason"].tolist() == [None, "missing_image", "missing_image"]

@@ -244,8 +244,9 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
 
     Resampling is done in float32 (then ``rint(x * 255)``). uint8 is padded in uint8 and turned into PIL's float
     image by a lookup table of ``as_float``'s 256 values (no float array in between); uint8 whose square already has
-    the store's side is only padded: the float round trip is the identity on 8-bit values. Either way the pixels
-    are those of the float path (tests/test_imaging.py checks both against ``fit(as_float(x))``)."""
+    the store's side is only padded: the float round trip is the identity on 8-bit
+    values. Either way the pixels are those of the float path (tests/test_imaging.py checks both against
+    ``fit(as_float(x))``)."""
     h, w = image.shape
     s = max(h, w)
     eight_bit = image.dtype == np.uint8
@@ -253,16 +254,12 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
         square = np.zeros((s, s), np.uint8 if eight_bit else np.float32)   # zeros: 0.0 in float either way
         square[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
         image = square
-    elif eight_bit and s == size:
-        return image.copy()
-    if eight_bit:
-        if s == size:
-            return image
-        square = Image.fromarray(image).point(_FLOAT_OF_8_BIT, "F")     # PIL's image of as_float(image)
-    else:
-        square = Image.fromarray(np.ascontiguousarray(image, np.float32))
+    if eight_bit and s == size:
+        return image.copy()                                                 # size² bytes: never the caller's array
+    pil = (Image.fromarray(image).point(_FLOAT_OF_8_BIT, "F") if eight_bit  # PIL's image of as_float(image)
+           else Image.fromarray(np.ascontiguousarray(image, np.float32)))
     resample = Image.Resampling.BOX if s >= size else Image.Resampling.BICUBIC
-    out = np.asarray(square.resize((size, size), resample))
+    out = np.asarray(pil.resize((size, size), resample))
     return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
 
 

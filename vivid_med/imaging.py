@@ -13,9 +13,7 @@ import ctypes
 import hashlib
 import io
 import os
-import posixpath
 import signal
-import stat
 import sys
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +31,7 @@ from tqdm.auto import tqdm
 from vivid_med.decoding import Window, load_file, load_image
 from vivid_med.io import failpoint
 from vivid_med.params import PositiveInt, StrictParams
-from vivid_med.sources.base import safe_join
+from vivid_med.sources.base import is_plain, plain_kind, safe_join
 from vivid_med.tables import Reason, read_table, table_metadata, write_table
 from vivid_med.ums import SCHEMA_VERSION
 
@@ -83,51 +81,17 @@ def _check_path(root: Path, rel: object) -> tuple[Path | None, str | None, str |
         return None, UNREADABLE_IMAGE, str(e)
 
 
-def _lstat_kind(path: str) -> str:
-    """'dir', 'file' (regular), 'missing', or 'other' (a symlink, anything else, or an lstat that fails
-    otherwise: a name too long, no permission)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "other"
-    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
-
-
-def _folder_kind(real_root: str, folder: str, dirs: dict[str, str]) -> str:
-    """'dir' when ``real_root/folder`` is reached through real directories only, else 'missing' or 'other' (a
-    symlink or a non-directory on the way); cached in ``dirs`` (as ``vivid_med.records.check_paths`` does)."""
-    kind = dirs.get(folder)
-    if kind is None:
-        parent = posixpath.dirname(folder)
-        up = _folder_kind(real_root, parent, dirs) if parent else "dir"
-        kind = _lstat_kind(os.path.join(real_root, folder)) if up == "dir" else up
-        kind = dirs[folder] = kind if kind in ("dir", "missing") else "other"
-    return kind
-
-
-def _is_plain(rel: str) -> bool:
-    """A relative path in normal form without '..': joined to a root it names a place under the root unless a
-    symlink is on the way."""
-    return (posixpath.normpath(rel) == rel and not rel.startswith(("/", "../")) and rel not in (".", "..")
-            and "\x00" not in rel)
-
-
 def _load_one(root: Path, real_root: str, dirs: dict[str, str], rel: object, frame: int | None, size: int,
               window: Window | None, max_pixels: int | None) -> tuple:
     """(uint8 [size, size], None, None) or (None, reason, detail) for the record ``rel`` (a path under ``root``).
 
-    The fast path: a plain path (``_is_plain``) through real directories (``_folder_kind``, one ``lstat`` per
-    directory per build) to a regular file (one ``lstat``) is ``real_root/rel`` itself, exactly what resolving it
+    The fast path: a plain path (``is_plain``) through real directories to a regular file (``plain_kind``: one
+    ``lstat`` per directory per build and one per file) is ``real_root/rel`` itself, exactly what resolving it
     would give. Every other path (a symlink on the way, '..', absolute, odd names) is resolved by ``safe_join`` and
     checked by ``load_image``, as before: the same pixels, reasons and details either way."""
-    if isinstance(rel, str) and _is_plain(rel):
-        folder = posixpath.dirname(rel)
-        kind = _folder_kind(real_root, folder, dirs) if folder else "dir"
+    if isinstance(rel, str) and is_plain(rel):
+        kind = plain_kind(real_root, rel, dirs)
         path = os.path.join(real_root, rel)
-        if kind == "dir":
-            kind = _lstat_kind(path)
         if kind == "file":
             if not os.access(path, os.R_OK):
                 return None, UNREADABLE_IMAGE, "no permission to read"

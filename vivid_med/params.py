@@ -33,6 +33,7 @@ class ParamsError(ValueError):
 #: Finding keys of ``vivid_med.fields.FIELDS`` (unknown or repeated keys are refused).
 Fields = Annotated[list[str], Field(min_length=1), AfterValidator(lambda v: list(check_fields(v, "fields")))]
 PositiveInt = Annotated[int, Field(ge=1)]
+RunNames = Annotated[list[str], Field(min_length=1)]  # pretrain.train_runs: the runs `dvc repro` trains
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -112,4 +113,4 @@ def load_train_runs(path: str | Path) -> list[str]:
 
 
 class _TrainRuns(StrictParams):
-    train_runs: Annotated[list[str], Field(min_length=1)]
+    train_runs: RunNames

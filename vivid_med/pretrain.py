@@ -28,7 +28,7 @@ from vivid_med.data import AugmentParams, PretrainDataset, augmentation
 from vivid_med.imaging import ImageStore
 from vivid_med.io import write_text
 from vivid_med.objectives import NO_OBJECTIVE, OBJECTIVES, Objective, ObjectiveConfig, Resources
-from vivid_med.params import ParamsError, StrictParams, validate_part
+from vivid_med.params import ParamsError, RunNames, StrictParams, validate_part
 from vivid_med.states import state_codes
 from vivid_med.runtime import PretrainRuntime
 from vivid_med.student import BackboneParams, count_params, create_backbone, export_student
@@ -60,7 +60,7 @@ class RunConfig:
 class PretrainParams(StrictParams):
     """The ``pretrain:`` section. A run (``runs.<name>``) is its objective's keys plus overrides of ``common``."""
 
-    train_runs: Annotated[list[str], Field(min_length=1)]  # what `dvc repro` trains and evaluates
+    train_runs: RunNames                                    # what `dvc repro` trains and evaluates
     export: str                                             # the run whose backbone becomes models/product
     common: CommonParams
     runs: dict[str, dict[str, Any]]

@@ -14,9 +14,7 @@ spans checked against the report. Every input row ends up accepted or in the rej
 
 from __future__ import annotations
 
-import os
 import posixpath
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -31,7 +29,7 @@ from vivid_med.io import atomic_dir, failpoint, write_json
 from vivid_med.params import ParamsError, PositiveInt, StrictParams
 from vivid_med.reports import TextExtractor, report_records
 from vivid_med.sources import RecordOptions, RecordSourceSpec, SourceRows, open_dataset
-from vivid_med.sources.base import file_inside, is_synthetic
+from vivid_med.sources.base import file_inside, is_plain, is_synthetic, plain_kind
 from vivid_med.sources.cxr import reject_where
 from vivid_med.sources.tablefile import is_missing_id
 from vivid_med.states import STATE_OF_CODE
@@ -58,26 +56,6 @@ class RecordsParams(StrictParams):
     report_text: Literal["keep", "drop"]  # drop: no report text in the records (report null, evidence offsets only)
 
 
-def _lstat_kind(path: str) -> str:
-    """'dir', 'file' (regular), 'missing', or 'other' (a symlink or anything else)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return "missing"
-    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
-
-
-def _plain_kind(root: str, rel: str, dirs: dict[str, str]) -> str:
-    """What ``root/rel`` is when reached through real directories only (``dirs`` caches each directory);
-    'other' where a symlink or a non-directory is on the way (the caller then resolves the path)."""
-    parent = posixpath.dirname(rel)
-    if parent and parent not in dirs:
-        up = _plain_kind(root, parent, dirs)
-        dirs[parent] = up if up in ("missing", "other") else ("dir" if up == "dir" else "other")
-    state = dirs.get(parent, "dir")
-    return _lstat_kind(os.path.join(root, rel)) if state == "dir" else state
-
-
 def check_paths(df: pd.DataFrame, root: Path) -> None:
     """Reject rows whose image path escapes ``root`` (symlinks included), names nothing, or names a directory or
     another non-file (each distinct path checked once).
@@ -91,8 +69,7 @@ def check_paths(df: pd.DataFrame, root: Path) -> None:
     for rel in tqdm(pd.unique(df.loc[todo, "image_path"]), desc="image paths", leave=False, mininterval=5,
                     disable=None):
         norm = posixpath.normpath(rel)
-        plain = norm == rel and not rel.startswith(("/", "../")) and rel not in (".", "..")
-        kind = _plain_kind(str(root), rel, dirs) if plain else "other"
+        kind = plain_kind(str(root), rel, dirs) if is_plain(rel) else "other"
         if kind == "file":
             continue
         escapes = norm.startswith("/") or norm == ".." or norm.startswith("../")

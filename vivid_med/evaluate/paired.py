@@ -60,14 +60,12 @@ def weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
 def macro_auc(pred: Predictions, w: np.ndarray) -> np.ndarray:
     """[B] macro-AUC over the classes with a positive and a negative test image, averaged over the backbone's
     (pretraining, probe) seed pairs, per resample."""
+    labelled = [(c, ~np.isnan(pred.labels[:, c])) for c in range(pred.labels.shape[1])]
+    # a class without both labels has no AUC on the full set, nor in any resample
+    scored = [(c, m) for c, m in labelled if len(np.unique(pred.labels[m, c])) >= 2]
     per_seed = []
     for scores in pred.scores:
-        fields = []
-        for c in range(pred.labels.shape[1]):
-            m = ~np.isnan(pred.labels[:, c])
-            if len(np.unique(pred.labels[m, c])) < 2:  # no AUC on the full set, none in any resample
-                continue
-            fields.append(weighted_auc(pred.labels[m, c], scores[m, c], w[:, m]))
+        fields = [weighted_auc(pred.labels[m, c], scores[m, c], w[:, m]) for c, m in scored]
         with np.errstate(all="ignore"):
             per_seed.append(np.nanmean(np.stack(fields), axis=0))
     return np.mean(per_seed, axis=0)
@@ -81,7 +79,7 @@ def compare(a: Predictions, b: Predictions, n_boot: int = 2000, seed: int = 0) -
     w = patient_weights(a.patient_ids, n_boot, seed)
     diff = macro_auc(a, w) - macro_auc(b, w)
     lo, hi = np.nanpercentile(diff, [2.5, 97.5])
-    return {"a": float(macro_auc(a, full)[0]), "b": float(macro_auc(b, full)[0]),
-            "difference": float(macro_auc(a, full)[0] - macro_auc(b, full)[0]),
+    auc_a, auc_b = float(macro_auc(a, full)[0]), float(macro_auc(b, full)[0])
+    return {"a": auc_a, "b": auc_b, "difference": auc_a - auc_b,
             "ci95": [float(lo), float(hi)], "p_a_not_better": float(np.nanmean(diff <= 0)),
             "n_boot": n_boot, "n_images": len(a.labels), "n_patients": int(len(np.unique(a.patient_ids)))}

@@ -1,8 +1,11 @@
 """Shared containers and guards of every dataset adapter: ImageSet, the patient-level split, path and leakage
-guards, the demo's SYNTHETIC marker."""
+guards (the one-lstat fast path of plain paths: ``plain_kind``), the demo's SYNTHETIC marker."""
 
 from __future__ import annotations
 
+import os
+import posixpath
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,14 +86,52 @@ def safe_join(root: str | Path, relative: str | Path) -> Path:
 
 def file_inside(root: str | Path, relative: str | Path, missing: Reason) -> tuple[Path | None, Reason | None]:
     """(the resolved path, None) for a regular file under ``root`` (symlinks followed only while they stay
-    inside), else (None, why): ``path_outside_root``, ``missing`` when nothing is there, ``not_a_file``."""
+    inside), else (None, why): ``path_outside_root``, ``missing`` when nothing is there (a name no file can have,
+    with a NUL byte or too long, included), ``not_a_file``."""
+    if "\x00" in str(relative):
+        return None, missing
     try:
         path = safe_join(root, relative)
     except ValueError:
         return None, Reason.PATH_OUTSIDE_ROOT
-    if path.is_file():
-        return path, None
-    return None, Reason.NOT_A_FILE if path.exists() else missing
+    try:
+        if path.is_file():
+            return path, None
+        return None, Reason.NOT_A_FILE if path.exists() else missing
+    except OSError:  # a name too long, a loop: nothing readable is there
+        return None, missing
+
+
+def is_plain(rel: str) -> bool:
+    """A relative path in normal form, without '..' or a NUL byte: joined to a root it names a place under the
+    root unless a symlink is on the way (``plain_kind`` finds out)."""
+    return (posixpath.normpath(rel) == rel and not rel.startswith(("/", "../")) and rel not in (".", "..")
+            and "\x00" not in rel)
+
+
+def lstat_kind(path: str) -> str:
+    """'dir', 'file' (regular), 'missing', or 'other' (a symlink, anything else, or an lstat that fails otherwise:
+    a name too long, no permission)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "other"
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def plain_kind(root: str, rel: str, dirs: dict[str, str]) -> str:
+    """What ``root/rel`` (``rel`` plain: ``is_plain``) is when reached through real directories only: 'file',
+    'dir' or 'missing'; 'other' where a symlink, a non-directory or a failing lstat is on the way (the caller then
+    resolves the path with ``safe_join``). ``dirs`` caches each directory's kind: one lstat per directory and file.
+    """
+    folder = posixpath.dirname(rel)
+    if folder and folder not in dirs:
+        up = plain_kind(root, folder, dirs)
+        dirs[folder] = up if up in ("dir", "missing") else "other"
+    up = dirs[folder] if folder else "dir"
+    return lstat_kind(os.path.join(root, rel)) if up == "dir" else up
 
 
 def read_gray(root: Path, paths: list[str], size: int) -> np.ndarray:
