@@ -53,14 +53,14 @@ def prepare_arm(arm: str, spec: dict, study: dict, work: Path, tiny: bool = Fals
     for rel in copied:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
-    base = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]["runs"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    base = params["pretrain"]["runs"]
     runs = {f"{run}_seed{k}": {**base[run], "seed": k} for run in spec["backbones"] for k in study["seeds"]}
     overlay = deep_merge(spec["params"], {"pretrain": {"train_runs": list(runs), "export": next(iter(runs)),
                                                        "runs": runs}})
     if SHARED.is_dir():  # the real-data probes
         sets = {name: {**s, "root": str(SHARED / s["root"])} for name, s in study["real_image_sets"].items()}
         overlay = deep_merge(overlay, {"evaluate": {"image_sets": sets}})
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
     if tiny:  # a smoke test of the study itself: the tiny profile's sizes
         params = deep_merge(params, yaml.safe_load((REPO / "params.tiny.yaml").read_text()))
     params = deep_merge(params, overlay)
@@ -114,11 +114,12 @@ def collect(arms: dict[str, Path], study: dict) -> tuple[dict, dict]:
 
 def paired(preds: dict, study: dict) -> dict:
     boot = study["bootstrap"]
-    out = {}
+    out, done = {}, set()
     for ref in study["references"]:
         for name in preds:
-            if name == ref:
+            if name == ref or frozenset((name, ref)) in done:  # each pair once, against the earlier reference
                 continue
+            done.add(frozenset((name, ref)))
             for protocol in study["protocols"]:
                 a, b = preds[name].get(protocol), preds.get(ref, {}).get(protocol)
                 if a is not None and b is not None:
