@@ -34,7 +34,7 @@ lock:
 repro: install
 	dvc repro
 
-# The seed study (docs/study.md): every backbone x 3 pretraining seeds, paired statistics; ~1.5 h on 2 cores.
+# The seed study (docs/study.md): every backbone x 3 pretraining seeds, paired statistics; 69 min on 2 cores.
 study: install
 	python benchmarks/study.py
 
