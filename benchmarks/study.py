@@ -1,6 +1,6 @@
 """The seed study (issue #14): does the language teacher matter? Backbones x pretraining seeds, paired statistics.
 
-    make study                      # = python benchmarks/study.py (about 1.5 h on 2 CPU cores; resumable)
+    make study                      # = python benchmarks/study.py (69 min on 2 CPU cores; resumable)
     python benchmarks/study.py [--work /tmp/vivid_study] [--out metrics/study] [--arms smollm2 minilm] [--tiny]
 
 For each arm of params.study.yaml (a teacher and the backbones trained with it) a scratch copy of the repository
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from vivid_med.evaluate.paired import Predictions, compare  # noqa: E402
 from vivid_med.params import deep_merge  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("VIVID_SHARED_DATA", REPO.parent / "shared" / "data"))  # as tests/conftest.py
 #: Tracked files that are this repository's results, not its sources: an arm keeps its own.
 OUTPUTS = ("metrics/", "dvclive/")
 
