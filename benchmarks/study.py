@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from vivid_med.evaluate.paired import Predictions, compare  # noqa: E402
 from vivid_med.params import deep_merge  # noqa: E402
+from vivid_med.teacher.semantics import NIH_TABLE  # noqa: E402
 
 SHARED = Path(os.environ.get("VIVID_SHARED_DATA", REPO.parent / "shared" / "data"))  # as tests/conftest.py
 #: Tracked files that are this repository's results, not its sources: an arm keeps its own.
@@ -131,12 +132,14 @@ def semantics(out: Path, arms: dict[str, Path]) -> dict:
     """The teacher-semantics benchmark (SmolLM2 / MiniLM vs random weights, against NIH co-occurrence), compacted
     to the params layer, the best layer and the mean over layers per teacher and vector. SmolLM2's converted
     weights are taken from an arm that built them (its teacher_weights stage)."""
-    if not (SHARED / "nih_cxr14_labels").is_dir():
-        return {"skipped": f"{SHARED / 'nih_cxr14_labels'} is absent"}
+    nih = SHARED / NIH_TABLE  # the same folder as the real-data probes ($VIVID_SHARED_DATA), not the script's default
+    if not nih.parent.is_dir():
+        return {"skipped": f"{nih.parent} is absent"}
     built = [repo / "models/teacher/smollm2" for repo in arms.values() if (repo / "models/teacher/smollm2").is_dir()]
     full = out / "semantics_full.json"
     sh([sys.executable, str(REPO / "benchmarks" / "teacher_semantics.py"), "--out", str(full),
-        "--plot", str(out / "semantics.png"), *(["--smollm2", str(built[0])] if built else [])], REPO)
+        "--plot", str(out / "semantics.png"), "--nih", str(nih),
+        *(["--smollm2", str(built[0])] if built else [])], REPO)
     data = json.loads(full.read_text())
     full.unlink()
     return {k: data[k] for k in ("meta", "reference", "summary")}  # every row (684 of them): rerun the benchmark
